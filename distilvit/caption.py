@@ -1,0 +1,110 @@
+"""PyTorch captions: load a merged model (or a run's `merged/`), caption PIL images, score exact match.
+
+Generation is `LlavaForConditionalGeneration.generate` on the prompt `[IMG] x N, BOS`, greedy unless beams are
+asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config. This is the
+reference the parity check compares runtimes against. It knows nothing about training or export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
+
+from distilvit.errors import UserError
+from distilvit.model import prompt_ids
+
+MERGED_DIR = "merged"
+
+
+@dataclass
+class Captioner:
+    model: LlavaForConditionalGeneration
+    processor: LlavaProcessor
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.model.config.image_seq_length
+
+    @torch.no_grad()
+    def generate_ids(self, images: list[Image.Image], max_new_tokens: int | None = None, num_beams: int = 1) -> list[list[int]]:
+        """Generated token ids per image, cut after the first EOS (EOS excluded)."""
+        pixel_values = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        device = next(self.model.parameters()).device
+        input_ids = prompt_ids(self.processor, len(images), self.num_image_tokens).to(device)  # [B, N + 1]
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            pixel_values=pixel_values.to(device=device, dtype=self.model.dtype),
+            max_new_tokens=max_new_tokens or self.model.generation_config.max_new_tokens or 30,
+            num_beams=num_beams,
+            do_sample=False,
+        )
+        eos = self.processor.tokenizer.eos_token_id
+        rows = []
+        for row in out[:, input_ids.shape[1] :].tolist():
+            rows.append(row[: row.index(eos)] if eos in row else row)
+        return rows
+
+    def caption(self, images: list[Image.Image], max_new_tokens: int | None = None, num_beams: int = 1, batch_size: int = 32) -> list[str]:
+        captions = []
+        for start in range(0, len(images), batch_size):
+            ids = self.generate_ids(images[start : start + batch_size], max_new_tokens, num_beams)
+            captions += [c.strip() for c in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return captions
+
+
+def resolve_model_dir(model_dir: Path) -> Path:
+    """A merged model folder, given either that folder or a training run holding `merged/`."""
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise UserError(f"model folder {model_dir} does not exist")
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    if (model_dir / MERGED_DIR / "config.json").is_file():
+        return model_dir / MERGED_DIR
+    if (model_dir / "train_config.json").is_file():
+        raise UserError(f"{model_dir} is a training run without {MERGED_DIR}/; finish it with `distilvit-web train "
+                        f"--output-dir {model_dir} --resume` or merge a checkpoint with `distilvit-web merge {model_dir}`")
+    raise UserError(f"{model_dir} holds neither a model (config.json) nor a training run (train_config.json)")
+
+
+def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:
+    path = resolve_model_dir(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    if not isinstance(model, LlavaForConditionalGeneration):
+        raise UserError(f"{path} holds a {type(model).__name__}, not a distilvit-web captioner (LlavaForConditionalGeneration)")
+    processor = AutoProcessor.from_pretrained(path)
+    model.eval()
+    if device:
+        model.to(device)
+    return Captioner(model, processor)
+
+
+def open_image(path: Path) -> Image.Image:
+    """An RGB image from `path`, or a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise UserError(f"cannot read image {path}: {err}") from err
+
+
+def normalise(caption: str) -> str:
+    return " ".join(caption.lower().replace(".", " ").split())
+
+
+def exact_match_rate(predictions: list[str], references: list[list[str]]) -> float:
+    """Share of predictions equal (case, dots and spaces ignored) to one of their reference captions."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
+    if not predictions:
+        return 0.0
+    hits = sum(normalise(p) in {normalise(r) for r in refs} for p, refs in zip(predictions, references))
+    return hits / len(predictions)

@@ -1,0 +1,150 @@
+"""The `distilvit-web` command line: thin Typer commands that read options, build a config, call one function.
+
+`COMMANDS` is the table of commands; a test checks the CLI matches it. A `UserError` anywhere ends the command
+with one line on stderr and exit status 2. Heavy imports happen inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from distilvit.errors import UserError
+
+COMMANDS = {
+    "train": "Train the captioner (frozen SigLIP + projector + LoRA on a Llama decoder) and merge it.",
+    "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
+    "caption": "Caption images with a merged model (PyTorch).",
+}
+
+app = typer.Typer(
+    help="Train a small image captioner and ship it to the browser (transformers.js).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("distilvit").setLevel(logging.DEBUG if verbose else logging.INFO)
+    import transformers
+    import datasets
+
+    transformers.utils.logging.set_verbosity_error() if not verbose else transformers.utils.logging.set_verbosity_info()
+    datasets.utils.logging.set_verbosity_error()
+    transformers.utils.logging.enable_progress_bar()
+
+
+def _split_values(values: Optional[list[str]]) -> Optional[list[str]]:
+    """`--dataset a --dataset b` and `--dataset a,b` both give [a, b]."""
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@app.command(help=COMMANDS["train"])
+def train(
+    preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base + SmolLM-135M) or 'tiny' (built from configs, trains offline on CPU)."),
+    output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
+    dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr'), 'coco', a local imagefolder with metadata.jsonl/.csv, or a Hub dataset id. Repeat or comma-separate to combine. Default: the preset's."),
+    sample: Optional[int] = typer.Option(None, help="Use at most N training examples."),
+    encoder_model: Optional[str] = typer.Option(None, help="SigLIP vision encoder: Hub id or local folder. Default: the preset's."),
+    decoder_model: Optional[str] = typer.Option(None, help="Decoder-only Llama-family LM: Hub id or local folder. Default: the preset's."),
+    num_train_epochs: Optional[float] = typer.Option(None, help="Epochs (ignored when --max-steps > 0)."),
+    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps; overrides epochs when > 0."),
+    per_device_train_batch_size: Optional[int] = typer.Option(None, help="Batch size per device."),
+    gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Batches accumulated per optimizer step."),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
+    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
+    lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout."),
+    lora_targets: Optional[list[str]] = typer.Option(None, help="Decoder linear layers LoRA adapts (default q_proj,k_proj,v_proj,o_proj)."),
+    projection_lr: Optional[float] = typer.Option(None, help="Learning rate of the projector."),
+    lora_lr: Optional[float] = typer.Option(None, help="Learning rate of the LoRA weights."),
+    train_lm_head: Optional[bool] = typer.Option(None, "--train-lm-head/--no-train-lm-head", help="Also train the (untied) output head fully (the tiny preset does)."),
+    head_lr: Optional[float] = typer.Option(None, help="Learning rate of the output head when trained."),
+    vision_unfreeze_layers: Optional[int] = typer.Option(None, help="Train the last N vision layers too (default 0: encoder frozen)."),
+    max_length: Optional[int] = typer.Option(None, help="Caption length in tokens (longer captions are cut)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
+    save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
+    num_proc: Optional[int] = typer.Option(None, help="Worker processes for dataset preparation."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir."),
+    verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
+):
+    _setup_logging(verbose)
+    from distilvit.config import TrainConfig
+    from distilvit.train import train as run_training
+
+    overrides = dict(
+        datasets=_split_values(dataset), sample=sample, encoder_model=encoder_model, decoder_model=decoder_model,
+        num_train_epochs=num_train_epochs, max_steps=max_steps, per_device_train_batch_size=per_device_train_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps, lora_r=lora_r, lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout, lora_targets=_split_values(lora_targets), projection_lr=projection_lr,
+        lora_lr=lora_lr, train_lm_head=train_lm_head, head_lr=head_lr, vision_unfreeze_layers=vision_unfreeze_layers,
+        max_length=max_length, seed=seed, save_steps=save_steps, num_proc=num_proc,
+    )
+    config = TrainConfig.from_preset(preset, str(output_dir), **overrides)
+    result = run_training(config, resume=resume, overwrite=overwrite)
+    if result.skipped:
+        typer.echo(f"{result.run_dir} already holds a finished run; nothing to do (--overwrite trains again).")
+    if result.exact_match is not None:
+        typer.echo(f"exact-match on the held-out test split: {result.exact_match:.3f}")
+    typer.echo(f"merged model: {result.merged_dir}")
+
+
+@app.command(help=COMMANDS["merge"])
+def merge(
+    run_dir: Path = typer.Argument(..., help="A training run folder (holds train_config.json)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Merge this checkpoint instead of the final adapter (or the last checkpoint)."),
+    output: Optional[Path] = typer.Option(None, help="Where to write the merged model (default RUN_DIR/merged)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
+):
+    _setup_logging()
+    from distilvit.merge import merge_run
+
+    typer.echo(f"merged model: {merge_run(run_dir, checkpoint=checkpoint, output=output, overwrite=overwrite)}")
+
+
+@app.command(help=COMMANDS["caption"])
+def caption(
+    model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
+    images: list[Path] = typer.Argument(..., help="Image files to caption."),
+    num_beams: int = typer.Option(1, help="Beam search width (1 = greedy)."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption in tokens (default: the model's generation config)."),
+    batch_size: int = typer.Option(16, help="Images per generate() call."),
+):
+    _setup_logging()
+    from distilvit.caption import load_captioner, open_image
+
+    pictures = [open_image(p) for p in images]  # all checked before the model loads
+    captioner = load_captioner(model_dir)
+    for path, text in zip(images, captioner.caption(pictures, max_new_tokens, num_beams, batch_size)):
+        typer.echo(f"{path}\t{text}")
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""dtype conversions of exported ONNX graphs (installed as `distilvit.quantize`)."""

@@ -1,0 +1,110 @@
+"""The CLI: matches its command table, every command has help, and user errors end in one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from transformers import GPT2Config, GPT2LMHeadModel
+from typer.main import get_command
+
+from distilvit.cli import COMMANDS, app
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed entry point in a subprocess, as a user runs it (exit codes and stderr included)."""
+    return subprocess.run([sys.executable, "-m", "distilvit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_matches_the_command_table():
+    group = get_command(app)
+    assert set(group.commands) == set(COMMANDS)
+    for name, command in group.commands.items():
+        assert command.help == COMMANDS[name]
+        for param in command.params:
+            if param.name != "help":
+                assert getattr(param, "help", None), f"{name} --{param.name} has no help text"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_unknown_preset(tmp_path):
+    out = tmp_path / "run"
+    assert_user_error(run_cli("train", "--preset", "huge", "--output-dir", str(out)), "unknown preset 'huge'", "tiny")
+    assert not out.exists()
+
+
+def test_missing_dataset_path(tmp_path):
+    out, missing = tmp_path / "run", tmp_path / "no-such-folder"
+    assert_user_error(run_cli("train", "--preset", "tiny", "--dataset", str(missing), "--output-dir", str(out)), str(missing))
+    assert not out.exists()
+
+
+def test_folder_without_captions(tmp_path):
+    from PIL import Image
+
+    folder, out = tmp_path / "pictures", tmp_path / "run"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 16), "red").save(folder / f"{i}.png")
+    assert_user_error(run_cli("train", "--preset", "tiny", "--dataset", str(folder), "--output-dir", str(out)), str(folder))
+    assert not out.exists()
+
+
+def test_non_decoder_only_decoder_model(tmp_path, tiny_bases):
+    gpt2, out = tmp_path / "gpt2", tmp_path / "run"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).save_pretrained(gpt2)
+    result = run_cli("train", "--preset", "tiny", "--encoder-model", tiny_bases[0], "--decoder-model", str(gpt2),
+                     "--output-dir", str(out))
+    assert_user_error(result, "'gpt2'", "Llama-family")
+    assert not out.exists()
+
+
+def test_encoder_decoder_model_as_decoder(tmp_path, tiny_bases):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    t5, out = tmp_path / "t5", tmp_path / "run"
+    T5ForConditionalGeneration(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=50, d_kv=8)).save_pretrained(t5)
+    result = run_cli("train", "--preset", "tiny", "--encoder-model", tiny_bases[0], "--decoder-model", str(t5),
+                     "--output-dir", str(out))
+    assert_user_error(result, "'t5'")
+    assert not out.exists()
+
+
+def test_corrupt_image_to_caption(tmp_path, short_run):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    assert_user_error(run_cli("caption", str(short_run), str(bad)), "cannot read image", str(bad))
+
+
+def test_caption_of_a_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "img.png").write_bytes(b"")
+    assert_user_error(run_cli("caption", str(tmp_path), str(tmp_path / "img.png")), str(tmp_path))
+
+
+def test_dataset_whose_images_are_all_corrupt(tmp_path):
+    folder, out = tmp_path / "broken", tmp_path / "run"
+    folder.mkdir()
+    lines = []
+    for i in range(4):
+        (folder / f"{i}.png").write_bytes(b"garbage")
+        lines.append(f'{{"file_name": "{i}.png", "caption": "a thing"}}')
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    result = run_cli("train", "--preset", "tiny", "--dataset", str(folder), "--output-dir", str(out))
+    assert_user_error(result, "unreadable")
+    assert not out.exists()

@@ -1,0 +1,289 @@
+"""Tests for distilvit.synthetic and distilvit.data: no network, tiny folders under tmp_path."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import re
+
+import datasets
+import pytest
+from PIL import Image
+
+from distilvit.data import load_caption_splits
+from distilvit.errors import UserError
+from distilvit.synthetic import COLOURS, SHAPES, draw_scene, make_synthetic_splits
+
+_COLOUR = "(" + "|".join(COLOURS) + ")"
+_SHAPE = "(" + "|".join(SHAPES) + ")"
+CAPTION_RE = re.compile(rf"^an? {_COLOUR} {_SHAPE}(?: (left of|above) an? {_COLOUR} {_SHAPE})?$")
+SMALL = {"train_size": 30, "validation_size": 4, "test_size": 5}
+
+
+def _png(colour=(200, 10, 10), size=8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _folder(root, rows, metadata="jsonl", corrupt=()):
+    """Write images 0.png.. with `rows` captions into root; names in `corrupt` get garbage bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(len(rows)):
+        name = f"{i}.png"
+        (root / name).write_bytes(b"not a png at all" if name in corrupt else _png((i * 20 % 256, 0, 0)))
+    if metadata == "jsonl":
+        lines = [json.dumps({"file_name": f"{i}.png", "caption": cap}) for i, cap in enumerate(rows)]
+        (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    elif metadata == "csv":
+        lines = ["file_name,caption"] + [f'{i}.png,"{cap}"' for i, cap in enumerate(rows)]
+        (root / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _all_captions(dd):
+    return sorted(c for split in dd.values() for caps in split["captions"] for c in caps)
+
+
+# --- synthetic -------------------------------------------------------------------------------------------------
+
+def test_synthetic_is_deterministic_and_test_split_independent_of_train_size():
+    a = make_synthetic_splits(seed=3, **SMALL)
+    b = make_synthetic_splits(seed=3, **SMALL)
+    bytes_of = lambda ds: [x["bytes"] for x in ds.cast_column("image", datasets.Image(decode=False))["image"]]
+    for split in ("train", "validation", "test"):
+        assert list(a[split]["captions"]) == list(b[split]["captions"])
+        assert bytes_of(a[split]) == bytes_of(b[split])
+    bigger = make_synthetic_splits(seed=3, **{**SMALL, "train_size": 60})
+    assert list(bigger["test"]["captions"]) == list(a["test"]["captions"])
+    assert bytes_of(bigger["test"]) == bytes_of(a["test"])
+    other_seed = make_synthetic_splits(seed=4, **SMALL)
+    assert list(other_seed["train"]["captions"]) != list(a["train"]["captions"])
+    assert a["train"].features["image"] == datasets.Image()
+    assert [len(a[s]) for s in ("train", "validation", "test")] == [30, 4, 5]
+
+
+def test_synthetic_captions_follow_templates_and_mix_kinds():
+    dd = make_synthetic_splits(seed=0, train_size=300, validation_size=1, test_size=1)
+    kinds = {"single": 0, "left of": 0, "above": 0}
+    for caps in dd["train"]["captions"]:
+        assert len(caps) == 1
+        match = CAPTION_RE.match(caps[0])
+        assert match, caps[0]
+        kinds[match.group(3) or "single"] += 1
+    assert all(60 <= n <= 140 for n in kinds.values()), kinds  # about a third each
+
+
+def _colour_at(pixels, size, xs, ys):
+    return {pixels[y * size + x] for x in xs for y in ys} - {(255, 255, 255)}
+
+
+def _centre(pixels, size, part, relation):
+    """Centre of the bounding box of the coloured pixels in columns (left of) or rows (above) `part`."""
+    points = [(x, y) for x in range(size) for y in range(size) if pixels[y * size + x] != (255, 255, 255)
+              and (x if relation == "left of" else y) in part]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
+
+
+@pytest.mark.parametrize("image_size", [64, 96])
+def test_synthetic_layout_matches_caption(image_size):
+    """The named-first shape is really left of (above) the other, with a white gap between, in its colour."""
+    rng = random.Random(7)
+    for _ in range(150):
+        image, caption = draw_scene(rng, image_size)
+        assert image.mode == "RGB" and image.size == (image_size, image_size)
+        raw, n = image.tobytes(), image_size
+        px = [tuple(raw[i:i + 3]) for i in range(0, len(raw), 3)]
+        match = CAPTION_RE.match(caption)
+        c1, relation, c2 = match.group(1), match.group(3), match.group(4)
+        assert px[0] == (255, 255, 255)  # white background; no shape reaches the top-left corner
+        if relation is None:
+            assert _colour_at(px, n, range(n), range(n)) == {COLOURS[c1]}
+            continue
+        axis = [x for x in range(n) if not _colour_at(px, n, [x], range(n))] if relation == "left of" else \
+            [y for y in range(n) if not _colour_at(px, n, range(n), [y])]
+        coloured = [i for i in range(n) if i not in axis]
+        gaps = [i for i in axis if min(coloured) < i < max(coloured)]
+        assert gaps, f"no white gap between the shapes of {caption!r}"
+        cut = gaps[0]
+        first, second = range(0, cut), range(cut, n)
+        (x1, y1), (x2, y2) = _centre(px, n, first, relation), _centre(px, n, second, relation)
+        if relation == "left of":  # same horizontal band, x centres in separate halves
+            assert abs(y1 - y2) <= 0.1 * n + 1 and x1 < n / 2 < x2, (caption, (x1, y1), (x2, y2))
+        else:  # x centres nearly equal, first in the top half, second in the bottom half
+            assert abs(x1 - x2) <= 0.06 * n + 1 and y1 < n / 2 < y2, (caption, (x1, y1), (x2, y2))
+        if relation == "left of":
+            assert _colour_at(px, n, first, range(n)) == {COLOURS[c1]}, caption
+            assert _colour_at(px, n, second, range(n)) == {COLOURS[c2]}, caption
+        else:
+            assert _colour_at(px, n, range(n), first) == {COLOURS[c1]}, caption
+            assert _colour_at(px, n, range(n), second) == {COLOURS[c2]}, caption
+
+
+# --- local folders -------------------------------------------------------------------------------------------
+
+def test_folder_with_jsonl_string_captions(tmp_path):
+    folder = _folder(tmp_path / "jsonl", [f"caption {i}" for i in range(20)])
+    dd = load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"))
+    assert set(dd) == {"train", "validation", "test"}
+    assert [len(dd[s]) for s in ("train", "validation", "test")] == [18, 1, 1]  # 5% each, at least 1
+    assert _all_captions(dd) == sorted(f"caption {i}" for i in range(20))
+    assert dd["train"][0]["image"].size == (8, 8)
+    again = load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"))  # split-off is deterministic
+    assert list(again["test"]["captions"]) == list(dd["test"]["captions"])
+    other_seed = load_caption_splits([str(folder)], seed=5, cache_dir=str(tmp_path / "cache"))
+    assert list(other_seed["train"]["captions"]) != list(dd["train"]["captions"])
+
+
+def test_folder_with_jsonl_list_captions(tmp_path):
+    rows = [[f"caption {i}"] for i in range(18)] + [["first of two", "second of two"], ["only one"]]
+    folder = _folder(tmp_path / "jsonl", rows)
+    dd = load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"))
+    assert set(dd) == {"train", "validation", "test"}
+    assert [len(dd[s]) for s in ("train", "validation", "test")] == [18, 1, 1]  # 5% each, at least 1
+    assert _all_captions(dd) == sorted([f"caption {i}" for i in range(18)] + ["first of two", "second of two",
+                                                                              "only one"])
+    by_image = {}
+    for split in dd.values():
+        for ex in split.cast_column("image", datasets.Image(decode=False)):
+            by_image[ex["image"]["path"].rsplit("/", 1)[-1]] = ex["captions"]
+    assert by_image["18.png"] == ["first of two", "second of two"]
+    assert by_image["3.png"] == ["caption 3"]
+    mixed = _folder(tmp_path / "mixed", ["a string", ["a", "list"], "another"])
+    with pytest.raises(UserError, match="a string in every line or a list in every line"):
+        load_caption_splits([str(mixed)], cache_dir=str(tmp_path / "cache"))
+
+
+def test_folder_with_csv_and_split_subfolders(tmp_path):
+    root = tmp_path / "csv"
+    _folder(root / "train", [f"train {i}" for i in range(6)], metadata="csv")
+    _folder(root / "validation", ["val 0", "val 1"], metadata="csv")
+    _folder(root / "test", ["test, with comma"], metadata="csv")
+    dd = load_caption_splits([str(root)], cache_dir=str(tmp_path / "cache"))
+    assert sorted(c[0] for c in dd["train"]["captions"]) == [f"train {i}" for i in range(6)]
+    assert sorted(c[0] for c in dd["validation"]["captions"]) == ["val 0", "val 1"]
+    assert list(dd["test"]["captions"]) == [["test, with comma"]]
+    assert dd["train"].features == make_synthetic_splits(train_size=1, validation_size=1, test_size=1)["train"].features
+
+
+def test_corrupt_image_is_skipped_and_logged(tmp_path, caplog):
+    rows = [f"caption {i}" for i in range(40)]
+    folder = _folder(tmp_path / "corrupt", rows, corrupt={"5.png"})
+    caplog.set_level(logging.WARNING, logger="distilvit.data")
+    dd = load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=2)
+    assert sum(len(dd[s]) for s in dd) == 39
+    assert "caption 5" not in _all_captions(dd)
+    assert len(_all_captions(dd)) == 39
+    for split in dd.values():  # every kept image decodes
+        assert all(img.size == (8, 8) for img in split["image"])
+    skips = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(skips) == 1 and "skipped 1 of" in skips[0] and str(folder) in skips[0], skips
+
+
+def test_all_images_unreadable_raises(tmp_path):
+    folder = _folder(tmp_path / "bad", ["a", "b", "c", "d"], corrupt={"0.png", "1.png", "2.png", "3.png"})
+    with pytest.raises(UserError, match="unreadable"):
+        load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"))
+
+
+# --- user errors ---------------------------------------------------------------------------------------------
+
+def test_missing_path_raises_user_error(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(UserError, match=re.escape(str(missing))):
+        load_caption_splits([str(missing)])
+    with pytest.raises(UserError, match="does not exist"):
+        load_caption_splits(["./no_such_folder_here"])
+
+
+def test_folder_without_metadata_or_images_or_captions(tmp_path):
+    no_meta = tmp_path / "no_meta"
+    no_meta.mkdir()
+    (no_meta / "0.png").write_bytes(_png())
+    with pytest.raises(UserError, match="metadata.jsonl or metadata.csv") as info:
+        load_caption_splits([str(no_meta)])
+    assert str(no_meta) in str(info.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match="no images"):
+        load_caption_splits([str(empty)])
+    no_caption = tmp_path / "no_caption"
+    no_caption.mkdir()
+    for i in range(3):
+        (no_caption / f"{i}.png").write_bytes(_png())
+    (no_caption / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.png", "label": i}) + "\n"
+                                                       for i in range(3)))
+    with pytest.raises(UserError, match="no caption column") as info:
+        load_caption_splits([str(no_caption)], cache_dir=str(tmp_path / "cache"))
+    assert "label" in str(info.value)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(UserError) as info:
+        load_caption_splits(["flickr31k"])
+    assert "synthetic" in str(info.value) and "coco" in str(info.value) and "flickr31k" in str(info.value)
+
+
+# --- hub datasets (datasets.load_dataset replaced: no network) ----------------------------------------------
+
+def test_hub_dataset_is_normalised_and_gets_validation(monkeypatch):
+    images = [{"bytes": _png(), "path": None}] * 40
+    alt_text = [f"alt {i}" for i in range(40)]
+    train = datasets.Dataset.from_dict({"image": images, "alt_text": alt_text, "extra": list(range(40))},
+                                       features=datasets.Features({"image": datasets.Image(),
+                                                                   "alt_text": datasets.Value("string"),
+                                                                   "extra": datasets.Value("int64")}))
+    test = train.select(range(3))
+    calls = []
+
+    def fake_load_dataset(path, **kwargs):
+        calls.append(path)
+        return datasets.DatasetDict({"train": train, "test": test})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    dd = load_caption_splits(["coco"])
+    assert calls == ["Mozilla/coco-gpt4o"]
+    assert dd["train"].column_names == ["image", "captions"]
+    assert [len(dd[s]) for s in ("train", "validation", "test")] == [38, 2, 3]
+    assert sorted(c[0] for s in ("train", "validation") for c in dd[s]["captions"]) == sorted(alt_text)
+
+
+def test_hub_dataset_that_cannot_load_raises_user_error(monkeypatch):
+    def offline(path, **kwargs):
+        raise ConnectionError(f"Couldn't reach {path!r} on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match="network access or a cached copy") as info:
+        load_caption_splits(["someone/captions"])
+    assert "someone/captions" in str(info.value)
+
+
+# --- combining and sampling ----------------------------------------------------------------------------------
+
+def test_two_specs_concatenate_split_by_split(tmp_path):
+    folder = _folder(tmp_path / "local", [f"local {i}" for i in range(20)])
+    cache = str(tmp_path / "cache")
+    local = load_caption_splits([str(folder)], cache_dir=cache)
+    both = load_caption_splits(["synthetic", str(folder)], synthetic_sizes=SMALL, cache_dir=cache)
+    assert [len(both[s]) for s in ("train", "validation", "test")] == [
+        SMALL["train_size"] + len(local["train"]), SMALL["validation_size"] + len(local["validation"]),
+        SMALL["test_size"] + len(local["test"])]
+    captions = _all_captions(both)
+    assert sum(c.startswith("local ") for c in captions) == 20
+    assert sum(bool(CAPTION_RE.match(c)) for c in captions) == sum(SMALL.values())
+
+
+def test_sample_caps_every_split(tmp_path):
+    sizes = {"train_size": 50, "validation_size": 12, "test_size": 3}
+    dd = load_caption_splits(["synthetic"], sample=10, seed=1, synthetic_sizes=sizes)
+    assert [len(dd[s]) for s in ("train", "validation", "test")] == [10, 10, 3]
+    full = load_caption_splits(["synthetic"], seed=1, synthetic_sizes=sizes)
+    assert set(map(tuple, dd["train"]["captions"])) <= set(map(tuple, full["train"]["captions"]))
+    again = load_caption_splits(["synthetic"], sample=10, seed=1, synthetic_sizes=sizes)
+    assert list(again["train"]["captions"]) == list(dd["train"]["captions"])
+    with pytest.raises(UserError, match="unknown synthetic size keys"):
+        load_caption_splits(["synthetic"], synthetic_sizes={"train": 5})

@@ -1,0 +1,176 @@
+"""Training runs end to end: what trains, what stays frozen, what is written, resume, and refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
+
+from conftest import short_config
+from distilvit import lora
+from distilvit.caption import load_captioner
+from distilvit.config import TrainConfig
+from distilvit.errors import UserError
+from distilvit.merge import build_base, merge_run
+from distilvit.model import prompt_text
+from distilvit.train import train
+
+
+def test_only_projector_lora_and_head_train(tmp_path, tiny_bases):
+    config = short_config(tmp_path / "run", encoder_model=tiny_bases[0], decoder_model=tiny_bases[1])
+    model, _ = build_base(config, tmp_path / "run")
+    counts = lora.trainable_counts(lora.apply_lora(model, config))
+    text = model.config.text_config
+    vocab = model.get_input_embeddings().weight.shape[0]
+    q_out = text.num_attention_heads * text.head_dim
+    kv_out = text.num_key_value_heads * text.head_dim
+    r, h = config.lora_r, text.hidden_size
+    per_layer = r * (h + q_out) + 2 * r * (h + kv_out) + r * (q_out + h)  # q, k, v, o: A [r, in] + B [out, r]
+    vis, proj = model.config.vision_config.hidden_size, model.model.multi_modal_projector
+    assert counts == {
+        "lora": per_layer * text.num_hidden_layers,
+        "projector": vis * h + h + h * h + h,
+        "lm_head": vocab * h,
+    }
+    assert proj.linear_2.out_features == h
+
+
+def test_vision_unfreeze_and_head_flags_change_the_groups(tmp_path, tiny_bases):
+    config = short_config(tmp_path / "run", encoder_model=tiny_bases[0], decoder_model=tiny_bases[1],
+                          vision_unfreeze_layers=1, train_lm_head=False)
+    model, _ = build_base(config, tmp_path / "run")
+    counts = lora.trainable_counts(lora.apply_lora(model, config))
+    layer = model.model.vision_tower.encoder.layers[-1]
+    assert set(counts) == {"lora", "projector", "vision"}
+    assert counts["vision"] == sum(p.numel() for p in layer.parameters())
+
+
+def test_run_writes_its_files_and_keeps_the_vision_tower(short_run):
+    for name in ["train_config.json", "train_log.json", "eval.json", "adapter/adapter_config.json",
+                 "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json",
+                 "merged/tokenizer_config.json", "merged/processor_config.json", "merged/generation_config.json",
+                 "merged/distilvit_model.json", "base/encoder/model.safetensors", "base/decoder/tokenizer.json"]:
+        assert (short_run / name).is_file(), name
+    saved = json.loads((short_run / "train_config.json").read_text())
+    assert saved["run_info"]["versions"]["transformers"]
+    assert TrainConfig.load(short_run).max_steps == 6
+    before = load_file(short_run / "base/encoder/model.safetensors")
+    after = load_file(short_run / "merged/model.safetensors")
+    assert before, "no encoder weights"
+    for name, tensor in before.items():
+        merged_name = "model.vision_tower." + name
+        assert torch.equal(tensor, after[merged_name]), name
+    # the frozen decoder weights LoRA does not touch are unchanged too
+    decoder = load_file(short_run / "base/decoder/model.safetensors")
+    assert torch.equal(decoder["model.layers.0.mlp.up_proj.weight"],
+                       after["model.language_model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(decoder["model.layers.0.self_attn.q_proj.weight"],
+                           after["model.language_model.layers.0.self_attn.q_proj.weight"])
+
+
+def test_merged_model_loads_with_plain_transformers_and_matches_caption(short_run, tmp_path):
+    from PIL import Image
+
+    from distilvit.synthetic import make_synthetic_splits
+
+    images = [r["image"] for r in make_synthetic_splits(seed=5, train_size=1, validation_size=1, test_size=4)["test"]]
+    ours = load_captioner(short_run).caption(images)
+
+    model = AutoModelForImageTextToText.from_pretrained(short_run / "merged")
+    processor = AutoProcessor.from_pretrained(short_run / "merged")
+    assert isinstance(model, LlavaForConditionalGeneration)
+    batch = processor(images=images, text=[prompt_text(processor)] * len(images), return_tensors="pt")
+    out = model.generate(**batch, do_sample=False)
+    plain = [c.strip() for c in processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert plain == ours
+
+    # and the same through the CLI
+    from typer.testing import CliRunner
+
+    from distilvit.cli import app
+
+    paths = []
+    for i, im in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    result = CliRunner().invoke(app, ["caption", str(short_run), *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[1] for line in result.output.strip().splitlines()[-len(paths):]] == ours
+
+
+def test_merge_command_rebuilds_the_same_model(short_run, tmp_path):
+    out = merge_run(short_run, output=tmp_path / "again")
+    a = load_file(short_run / "merged/model.safetensors")
+    b = load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_finished_run_is_not_trained_again(short_run):
+    result = train(TrainConfig.load(short_run))
+    assert result.skipped
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("simulated stop")
+
+
+def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
+    """A run stopped after step 4 (checkpoint at 3) and resumed equals a run that never stopped."""
+    straight = tmp_path / "straight"
+    train(short_config(straight))
+
+    import distilvit.train as train_module
+
+    stopped = tmp_path / "stopped"
+    original = train_module.CaptionTrainer.__init__
+
+    def with_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(StopAt(4))
+
+    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", with_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(short_config(stopped))
+    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", original)
+    assert (stopped / "checkpoints/checkpoint-3").is_dir() and not (stopped / "merged").exists()
+
+    with pytest.raises(UserError, match="unfinished run; pass --resume"):
+        train(short_config(stopped))
+    train(short_config(stopped), resume=True)
+    state = json.loads((stopped / "checkpoints/checkpoint-6/trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    a = load_file(straight / "adapter/adapter_model.safetensors")
+    b = load_file(stopped / "adapter/adapter_model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_other_settings_in_a_run_folder_are_refused(short_run):
+    changed = dataclasses.replace(TrainConfig.load(short_run), lora_r=4)
+    with pytest.raises(UserError, match="other settings.*lora_r"):
+        train(changed)
+
+
+def test_resume_without_a_run_is_refused(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(short_config(tmp_path / "empty"), resume=True)
+    assert not (tmp_path / "empty").exists()
+
+
+def test_folder_that_is_not_a_run_is_refused(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="holds no training run"):
+        train(short_config(tmp_path / "mine"), overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
