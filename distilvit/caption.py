@@ -94,17 +94,3 @@ def open_image(path: Path) -> Image.Image:
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
-
-
-def normalise(caption: str) -> str:
-    return " ".join(caption.lower().replace(".", " ").split())
-
-
-def exact_match_rate(predictions: list[str], references: list[list[str]]) -> float:
-    """Share of predictions equal (case, dots and spaces ignored) to one of their reference captions."""
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
-    if not predictions:
-        return 0.0
-    hits = sum(normalise(p) in {normalise(r) for r in refs} for p, refs in zip(predictions, references))
-    return hits / len(predictions)

@@ -6,7 +6,9 @@ with one line on stderr and exit status 2. Heavy imports happen inside the comma
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -19,6 +21,11 @@ COMMANDS = {
     "train": "Train the captioner (frozen SigLIP + projector + LoRA on a Llama decoder) and merge it.",
     "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
     "caption": "Caption images with a merged model (PyTorch).",
+    "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
+    "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded).",
+}
+BENCH_COMMANDS = {
+    "train": "Training throughput of LoRA + projector vs full fine-tuning (samples/s, tokens/s, peak memory).",
 }
 
 app = typer.Typer(
@@ -27,6 +34,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+bench_app = typer.Typer(help=COMMANDS["bench"], no_args_is_help=True)
+app.add_typer(bench_app, name="bench", help=COMMANDS["bench"])
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -72,10 +83,26 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
     num_proc: Optional[int] = typer.Option(None, help="Worker processes for dataset preparation."),
+    effective_batch_size: Optional[int] = typer.Option(None, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
+    warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
+    device: Optional[str] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    precision: Optional[str] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass (less memory, ~30% slower)."),
+    eval_steps: Optional[int] = typer.Option(None, help="Caption the validation split every N steps and keep the best checkpoint (0: never; default 500)."),
+    eval_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
+    early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
+    eval_sample: Optional[int] = typer.Option(None, help="Validation images per evaluation and test images scored at the end (default 200)."),
+    dataloader_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: 0 on CPU, up to 8 on a GPU)."),
+    synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default 8000; validation and test stay 200)."),
+    gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir."),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
 ):
+    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+        from distilvit.launch import relaunch_with_torchrun
+
+        raise typer.Exit(relaunch_with_torchrun(gpus, sys.argv[1:]))
     _setup_logging(verbose)
     from distilvit.config import TrainConfig
     from distilvit.train import train as run_training
@@ -87,9 +114,16 @@ def train(
         lora_dropout=lora_dropout, lora_targets=_split_values(lora_targets), projection_lr=projection_lr,
         lora_lr=lora_lr, train_lm_head=train_lm_head, head_lr=head_lr, vision_unfreeze_layers=vision_unfreeze_layers,
         max_length=max_length, seed=seed, save_steps=save_steps, num_proc=num_proc,
+        effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, device=device, precision=precision,
+        gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=eval_metric,
+        early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, dataloader_workers=dataloader_workers,
     )
+    if synthetic_size is not None:
+        overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
     config = TrainConfig.from_preset(preset, str(output_dir), **overrides)
     result = run_training(config, resume=resume, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if result.skipped:
         typer.echo(f"{result.run_dir} already holds a finished run; nothing to do (--overwrite trains again).")
     if result.exact_match is not None:
@@ -125,6 +159,51 @@ def caption(
     captioner = load_captioner(model_dir)
     for path, text in zip(images, captioner.caption(pictures, max_new_tokens, num_beams, batch_size)):
         typer.echo(f"{path}\t{text}")
+
+
+@app.command(help=COMMANDS["evaluate"])
+def evaluate(
+    model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
+    dataset: list[str] = typer.Option(..., help="Dataset(s) as for `train --dataset`."),
+    split: str = typer.Option("test", help="Split to caption: train, validation or test."),
+    sample: Optional[int] = typer.Option(None, help="Score only the first N images of the split."),
+    seed: int = typer.Option(0, help="Seed of the synthetic data and of split-offs (use the run's)."),
+    batch_size: int = typer.Option(32, help="Images per generate() call."),
+    output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
+):
+    _setup_logging()
+    from distilvit.evaluate import evaluate_model
+
+    result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output)
+    typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
+
+
+@bench_app.command("train", help=BENCH_COMMANDS["train"])
+def bench_train(
+    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
+    precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
+    batch_size: Optional[int] = typer.Option(None, help="Samples per step (default: train's per-device default)."),
+    steps: int = typer.Option(5, help="Timed steps per mode."),
+    warmup: int = typer.Option(2, help="Untimed steps first."),
+    mode: Optional[list[str]] = typer.Option(None, help="lora, full-lm, full (default: all three)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing", help="Checkpoint the language model's activations."),
+    output: Optional[Path] = typer.Option(None, help="Write the report as JSON."),
+):
+    _setup_logging()
+    from distilvit.bench_train import MODES, bench_train as run_bench
+
+    modes = tuple(_split_values(mode) or MODES)
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise UserError(f"unknown --mode {sorted(unknown)}; choose from {', '.join(MODES)}")
+    report = run_bench(device, precision, batch_size, steps, warmup, modes, gradient_checkpointing=gradient_checkpointing, output=output)
+    typer.echo(f"{report['plan']['machine']}, {report['plan']['precision']}, batch {report['plan']['per_device_batch']}:")
+    for r in report["results"]:
+        memory = f", peak {r['peak_gpu_memory_gib']:.2f} GiB" if r["peak_gpu_memory_gib"] is not None else ""
+        typer.echo(f"  {r['mode']:8s} {r['samples_per_second']:8.2f} samples/s  {r['tokens_per_second']:9.0f} tokens/s  "
+                   f"{r['median_step_s']:.3f} s/step  {r['trainable_parameters']:>11,} trainable{memory}")
+    if report["lora_over_full"]:
+        typer.echo(f"  lora / full: {report['lora_over_full']:.2f}x samples/s")
 
 
 def main() -> None:

@@ -33,7 +33,9 @@ class CaptionCollator:
     def token_rows(self, captions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
         """input_ids and labels rows (unpadded) for one caption per image."""
         tok = self.tokenizer
-        encoded = tok(captions, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        # Cut by slicing: `truncation=True` would leave truncation settings in the tokenizer, and so in the saved
+        # tokenizer.json, where they silently cut the processor's 64-token image prompts.
+        encoded = [ids[: self.max_length] for ids in tok(captions, add_special_tokens=False)["input_ids"]]
         prefix = [self.image_token_id] * self.num_image_tokens + [tok.bos_token_id]
         inputs, labels = [], []
         for ids in encoded:

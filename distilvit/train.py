@@ -8,7 +8,9 @@ Run folder layout (`--output-dir`):
     adapter/              the final adapter (peft `save_pretrained`)
     merged/               LoRA merged: a stock LlavaForConditionalGeneration + LlavaProcessor
     train_log.json        the Trainer's log history
-    eval.json             exact-match rate on the held-out test split
+    metrics.json          device plan, throughput (samples/s, tokens/s, peak GPU memory), every evaluation,
+                          the best checkpoint, and the test split's BLEU-4 / ROUGE-L / CIDEr-D / exact match
+    eval.json             the test split's scores with example captions
 
 Everything the user can get wrong (data, model ids, settings, output folder) is checked before the run folder
 is created. This module knows nothing about the CLI, ONNX or browsers.
@@ -22,16 +24,20 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import Trainer, TrainingArguments, set_seed
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from distilvit import device as devices
 from distilvit import lora
-from distilvit.caption import exact_match_rate, load_captioner
+from distilvit.caption import Captioner, load_captioner
 from distilvit.collate import CaptionCollator
 from distilvit.config import CONFIG_FILE, TrainConfig
 from distilvit.data import load_caption_splits
 from distilvit.errors import UserError
+from distilvit.evaluate import caption_split, score_split
 from distilvit.merge import ADAPTER_DIR, BASE_DIR, CHECKPOINTS_DIR, MERGED_DIR, build_base, save_merged
+from distilvit.metrics import all_scores
 from distilvit.model import check_decoder, check_encoder, num_image_tokens
 from distilvit.provenance import stamp
 from distilvit.tiny import build_tiny_models
@@ -39,6 +45,7 @@ from distilvit.tiny import build_tiny_models
 log = logging.getLogger(__name__)
 
 EVAL_FILE = "eval.json"
+METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -50,16 +57,63 @@ class TrainResult:
 
 
 class CaptionTrainer(Trainer):
-    """HF Trainer with one learning rate per parameter group (LoRA, projector, head, vision)."""
+    """HF Trainer with one learning rate per parameter group and generation-based evaluation.
 
-    def __init__(self, *args, run_config: TrainConfig, **kwargs):
+    `evaluate` captions the validation rows (sharded over processes, gathered) and returns `eval_<metric>`
+    for BLEU-4, ROUGE-L, CIDEr-D and exact match, which the Trainer's best-checkpoint and early-stopping
+    machinery then uses like any other metric.
+    """
+
+    def __init__(self, *args, run_config: TrainConfig, processor=None, eval_rows=None, **kwargs):
         self.run_config = run_config
+        self.caption_processor = processor
+        self.eval_rows = eval_rows
         super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = lora.optimizer(model or self.model, self.run_config)
         return self.optimizer
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        from accelerate.utils import gather_object
+
+        rank, world = self.args.process_index, self.args.world_size
+        shard = self.eval_rows.select(range(rank, len(self.eval_rows), world))
+        captioner = Captioner(self.model, self.caption_processor)
+        was_training = self.model.training
+        self.model.eval()
+        with self.accelerator.autocast():
+            predictions, references = caption_split(captioner, shard)
+        self.model.train(was_training)
+        pairs = gather_object(list(zip(predictions, references))) if world > 1 else list(zip(predictions, references))
+        scores = all_scores([p for p, _ in pairs], [r for _, r in pairs])
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in scores.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class Throughput(TrainerCallback):
+    """Samples/s, tokens/s and peak GPU memory of the training loop (not counting evaluations)."""
+
+    def __init__(self):
+        self.figures: dict = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        history = {k: v for entry in state.log_history for k, v in entry.items() if k.startswith("train_")}
+        runtime = history.get("train_runtime") or 0.0
+        self.figures = {
+            "train_runtime_s": runtime,
+            "train_samples_per_second": history.get("train_samples_per_second"),
+            "train_tokens_per_second": state.num_input_tokens_seen / runtime if runtime else None,
+            "input_tokens_seen": state.num_input_tokens_seen,
+            "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        }
 
 
 def run_state(run_dir: Path) -> str:
@@ -100,11 +154,21 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> str:
     return "resume"
 
 
-def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> TrainResult:
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, machine: devices.Machine | None = None) -> TrainResult:
+    """Run (or resume, or skip) a training run. Under torchrun/accelerate every process calls this."""
     out = Path(config.output_dir)
+    processes = devices.world_size()
+    run_plan = devices.plan(machine or devices.detect(), device=config.device, precision=config.precision,
+                            per_device_batch=config.per_device_train_batch_size,
+                            gradient_accumulation=config.gradient_accumulation_steps,
+                            effective_batch=config.effective_batch_size, processes=processes,
+                            dataloader_workers=config.dataloader_workers)
+    state = _distributed_state(run_plan)
+    main = state is None or state.is_main_process
     action = check_output_dir(config, resume, overwrite)
     if action == "done":
-        log.info("%s already holds a finished run (merged/); nothing to do", out)
+        if main:
+            log.info("%s already holds a finished run (merged/); nothing to do", out)
         score = json.loads((out / EVAL_FILE).read_text())["exact_match"] if (out / EVAL_FILE).is_file() else None
         return TrainResult(out, out / MERGED_DIR, score, skipped=True)
 
@@ -112,80 +176,149 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     if not config.builds_tiny_models:
         check_encoder(config.encoder_model)
         check_decoder(config.decoder_model)
-    splits = load_caption_splits(list(config.datasets), sample=config.sample, seed=config.seed,
-                                 num_proc=config.num_proc, synthetic_sizes=config.synthetic_sizes)
+    with _main_first(state):
+        splits = load_caption_splits(list(config.datasets), sample=config.sample, seed=config.seed,
+                                     num_proc=config.num_proc, synthetic_sizes=config.synthetic_sizes)
+    if state is not None:
+        state.wait_for_everyone()  # every process has checked the folder before the main one changes it
 
-    if action == "fresh" and out.exists():
-        shutil.rmtree(out)
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists() or action == "fresh"
+    if main:
+        if action == "fresh" and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        return _train_in(out, config, splits, resume=(action == "resume"))
+        return _train_in(out, config, splits, run_plan, state, resume=(action == "resume"))
     except BaseException:
         # A run that never reached a checkpoint has nothing worth keeping.
-        if created and not (out / CHECKPOINTS_DIR).is_dir():
+        if main and created and not (out / CHECKPOINTS_DIR).is_dir():
             shutil.rmtree(out, ignore_errors=True)
         raise
 
 
-def _train_in(out: Path, config: TrainConfig, splits, resume: bool) -> TrainResult:
-    set_seed(config.seed)
-    if config.builds_tiny_models and not (out / BASE_DIR / "decoder" / "config.json").is_file():
-        captions = [c for caps in splits["train"]["captions"] for c in caps]
-        build_tiny_models(out / BASE_DIR, captions, seed=config.seed)
-    model, processor = build_base(config, out)
-    peft_model = lora.apply_lora(model, config)
-    counts = lora.trainable_counts(peft_model)
-    total = sum(p.numel() for p in peft_model.parameters())
-    log.info("trainable parameters: %s of %d (%.2f%%)", counts, total, 100 * sum(counts.values()) / total)
-    config.save(out, extra={"trainable_parameters": counts, "total_parameters": total,
-                            "dataset_sizes": {k: len(v) for k, v in splits.items()}, **stamp()})
+def _distributed_state(run_plan: devices.TrainPlan):
+    """accelerate's process state (process group initialised) when launched as several processes, else None."""
+    if run_plan.world_size == 1:
+        return None
+    from accelerate import PartialState
 
-    args = TrainingArguments(
+    return PartialState(backend=run_plan.backend, cpu=run_plan.device == "cpu")
+
+
+class _main_first:
+    """`state.main_process_first()`, or nothing when single-process."""
+
+    def __init__(self, state):
+        self.ctx = state.main_process_first() if state is not None else None
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx else False
+
+
+def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainPlan) -> TrainingArguments:
+    evaluating = config.eval_steps > 0
+    return TrainingArguments(
         output_dir=str(out / CHECKPOINTS_DIR),
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=run_plan.per_device_batch,
+        gradient_accumulation_steps=run_plan.gradient_accumulation,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         lr_scheduler_type="cosine",
         warmup_steps=config.warmup_ratio,
         max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
+        # with evaluation, every evaluation has its checkpoint so the best one can be kept and merged
+        save_steps=config.eval_steps if evaluating else config.save_steps,
         save_total_limit=config.save_total_limit,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=config.eval_steps if evaluating else None,
+        metric_for_best_model=config.eval_metric if evaluating else None,
+        greater_is_better=True,
+        load_best_model_at_end=evaluating,
         seed=config.seed,
         data_seed=config.seed,
+        bf16=run_plan.precision == "bf16",
+        fp16=run_plan.precision == "fp16",
+        use_cpu=run_plan.device == "cpu",
+        ddp_backend=run_plan.backend,
+        ddp_find_unused_parameters=False,  # frozen parameters never get gradients; all trainable ones do
+        include_num_input_tokens_seen=True,
         remove_unused_columns=False,
         report_to=[],
-        dataloader_num_workers=0,
+        dataloader_num_workers=run_plan.dataloader_workers,
+        dataloader_persistent_workers=run_plan.dataloader_workers > 0,
+        dataloader_pin_memory=run_plan.device == "cuda",
         disable_tqdm=False,
+        log_level="warning",
+        log_level_replica="error",  # only rank 0 logs
     )
+
+
+def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPlan, state, resume: bool) -> TrainResult:
+    main = state is None or state.is_main_process
+    set_seed(config.seed)
+    if main and config.builds_tiny_models and not (out / BASE_DIR / "decoder" / "config.json").is_file():
+        captions = [c for caps in splits["train"]["captions"] for c in caps]
+        build_tiny_models(out / BASE_DIR, captions, seed=config.seed)
+    if state is not None:
+        state.wait_for_everyone()
+    model, processor = build_base(config, out)
+    if config.gradient_checkpointing:
+        model.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = lora.apply_lora(model, config)
+    counts = lora.trainable_counts(peft_model)
+    total = sum(p.numel() for p in peft_model.parameters())
+    if main:
+        log.info("training on %s: %s, %d process(es), batch %d x %d accumulation = %d", run_plan.machine,
+                 run_plan.precision, run_plan.world_size, run_plan.per_device_batch, run_plan.gradient_accumulation,
+                 run_plan.effective_batch)
+        log.info("trainable parameters: %s of %d (%.2f%%)", counts, total, 100 * sum(counts.values()) / total)
+        config.save(out, extra={"plan": run_plan.to_json(), "trainable_parameters": counts, "total_parameters": total,
+                                "dataset_sizes": {k: len(v) for k, v in splits.items()}, **stamp()})
+
+    validation = splits["validation"].select(range(min(config.eval_sample, len(splits["validation"]))))
     collator = CaptionCollator(processor, num_image_tokens(model.config.vision_config), config.max_length, seed=config.seed)
-    trainer = CaptionTrainer(model=peft_model, args=args, train_dataset=splits["train"], data_collator=collator,
-                             run_config=config)
+    throughput = Throughput()
+    callbacks = [throughput]
+    if config.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = CaptionTrainer(model=peft_model, args=_training_arguments(out, config, run_plan),
+                             train_dataset=splits["train"], eval_dataset=validation, data_collator=collator,
+                             run_config=config, processor=processor, eval_rows=validation, callbacks=callbacks)
     last = get_last_checkpoint(str(out / CHECKPOINTS_DIR)) if resume and (out / CHECKPOINTS_DIR).is_dir() else None
-    if resume:
+    if resume and main:
         log.info("resuming from %s", last or "the start (no checkpoint was saved yet)")
     trainer.train(resume_from_checkpoint=last)
+    if not main:
+        return TrainResult(out, out / MERGED_DIR, None)
+
     (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2) + "\n")
+    peft_model.save_pretrained(out / ADAPTER_DIR)
+    save_merged(peft_model, processor, config, out / MERGED_DIR, source=trainer.state.best_model_checkpoint
+                or str(out / ADAPTER_DIR), overwrite=True)
+    test_metrics, examples = score_split(load_captioner(out / MERGED_DIR), _first(splits["test"], config.eval_sample))
+    evaluations = [e for e in trainer.state.log_history if f"eval_{config.eval_metric}" in e]
+    metrics = {
+        "plan": run_plan.to_json(),
+        "throughput": throughput.figures,
+        "evaluations": evaluations,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "best_metric": {config.eval_metric: trainer.state.best_metric} if evaluations else None,
+        "stopped_early": bool(config.early_stopping_patience) and trainer.state.global_step < trainer.state.max_steps,
+        "global_step": trainer.state.global_step,
+        "test": test_metrics,
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    result = {"exact_match": test_metrics["exact_match"], "metrics": test_metrics, "num_images": len(_first(splits["test"], config.eval_sample)),
+              "split": "test", "examples": examples}
+    (out / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    log.info("test split (%d images): exact match %.3f, CIDEr-D %.3f, BLEU-4 %.3f, ROUGE-L %.3f", result["num_images"],
+             test_metrics["exact_match"], test_metrics["cider"], test_metrics["bleu4"], test_metrics["rougeL"])
+    return TrainResult(out, out / MERGED_DIR, test_metrics["exact_match"])
 
-    if trainer.is_world_process_zero():
-        peft_model.save_pretrained(out / ADAPTER_DIR)
-        save_merged(peft_model, processor, config, out / MERGED_DIR, source=str(out / ADAPTER_DIR), overwrite=True)
-        score = evaluate_exact_match(out / MERGED_DIR, splits["test"], config.eval_sample)
-        return TrainResult(out, out / MERGED_DIR, score)
-    return TrainResult(out, out / MERGED_DIR, None)
 
-
-def evaluate_exact_match(model_dir: Path, test_split, limit: int) -> float:
-    """Caption up to `limit` test images with the merged model; write and return the exact-match rate."""
-    rows = test_split.select(range(min(limit, len(test_split))))
-    captioner = load_captioner(model_dir)
-    predictions = captioner.caption([r["image"] for r in rows])
-    references = [list(r["captions"]) for r in rows]
-    score = exact_match_rate(predictions, references)
-    examples = [{"prediction": p, "references": r} for p, r in zip(predictions[:10], references[:10])]
-    result = {"exact_match": score, "num_images": len(rows), "split": "test", "examples": examples}
-    (Path(model_dir).parent / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    log.info("exact-match on %d held-out test images: %.3f", len(rows), score)
-    return score
+def _first(rows, limit: int):
+    return rows.select(range(min(limit, len(rows))))

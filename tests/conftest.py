@@ -29,8 +29,8 @@ def short_config(output_dir: Path, **overrides):
     """The tiny preset shrunk to seconds: 96 synthetic images, a few steps."""
     from distilvit.config import TrainConfig
 
-    values = dict(max_steps=6, per_device_train_batch_size=8, save_steps=3, logging_steps=2, eval_sample=8,
-                  synthetic_sizes=SMALL_SYNTHETIC)
+    values = dict(max_steps=6, per_device_train_batch_size=8, effective_batch_size=8, eval_steps=3, logging_steps=2,
+                  eval_sample=8, synthetic_sizes=SMALL_SYNTHETIC)
     values.update(overrides)
     return TrainConfig.from_preset("tiny", str(output_dir), **values)
 
@@ -42,4 +42,15 @@ def short_run(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "short"
     train(short_config(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> Path:
+    """The tiny preset trained with its defaults (minutes): the model export and parity tests start from."""
+    from distilvit.config import TrainConfig
+    from distilvit.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(TrainConfig.from_preset("tiny", str(out)))
     return out

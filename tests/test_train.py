@@ -43,33 +43,33 @@ def test_vision_unfreeze_and_head_flags_change_the_groups(tmp_path, tiny_bases):
     config = short_config(tmp_path / "run", encoder_model=tiny_bases[0], decoder_model=tiny_bases[1],
                           vision_unfreeze_layers=1, train_lm_head=False)
     model, _ = build_base(config, tmp_path / "run")
+    last_layer = sum(p.numel() for p in model.model.vision_tower.encoder.layers[-1].parameters())
     counts = lora.trainable_counts(lora.apply_lora(model, config))
-    layer = model.model.vision_tower.encoder.layers[-1]
     assert set(counts) == {"lora", "projector", "vision"}
-    assert counts["vision"] == sum(p.numel() for p in layer.parameters())
+    assert counts["vision"] == last_layer
 
 
 def test_run_writes_its_files_and_keeps_the_vision_tower(short_run):
     for name in ["train_config.json", "train_log.json", "eval.json", "adapter/adapter_config.json",
                  "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json",
                  "merged/tokenizer_config.json", "merged/processor_config.json", "merged/generation_config.json",
-                 "merged/distilvit_model.json", "base/encoder/model.safetensors", "base/decoder/tokenizer.json"]:
+                 "merged/distilvit_model.json", "base/encoder/model.safetensors", "base/decoder/tokenizer.json",
+                 "metrics.json"]:
         assert (short_run / name).is_file(), name
     saved = json.loads((short_run / "train_config.json").read_text())
     assert saved["run_info"]["versions"]["transformers"]
     assert TrainConfig.load(short_run).max_steps == 6
     before = load_file(short_run / "base/encoder/model.safetensors")
-    after = load_file(short_run / "merged/model.safetensors")
-    assert before, "no encoder weights"
+    merged = AutoModelForImageTextToText.from_pretrained(short_run / "merged")
+    vision = merged.model.vision_tower.state_dict()
+    assert before.keys() == vision.keys()
     for name, tensor in before.items():
-        merged_name = "model.vision_tower." + name
-        assert torch.equal(tensor, after[merged_name]), name
-    # the frozen decoder weights LoRA does not touch are unchanged too
+        assert torch.equal(tensor, vision[name]), name
+    # the frozen decoder weights LoRA does not touch are unchanged too; the adapted ones changed
     decoder = load_file(short_run / "base/decoder/model.safetensors")
-    assert torch.equal(decoder["model.layers.0.mlp.up_proj.weight"],
-                       after["model.language_model.layers.0.mlp.up_proj.weight"])
-    assert not torch.equal(decoder["model.layers.0.self_attn.q_proj.weight"],
-                           after["model.language_model.layers.0.self_attn.q_proj.weight"])
+    language = merged.model.language_model.state_dict()
+    assert torch.equal(decoder["model.layers.0.mlp.up_proj.weight"], language["layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(decoder["model.layers.0.self_attn.q_proj.weight"], language["layers.0.self_attn.q_proj.weight"])
 
 
 def test_merged_model_loads_with_plain_transformers_and_matches_caption(short_run, tmp_path):
@@ -174,3 +174,51 @@ def test_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(UserError, match="holds no training run"):
         train(short_config(tmp_path / "mine"), overwrite=True)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_metrics_file_holds_plan_throughput_and_evaluations(short_run):
+    metrics = json.loads((short_run / "metrics.json").read_text())
+    assert metrics["plan"]["device"] == "cpu" and metrics["plan"]["effective_batch"] == 8
+    assert metrics["throughput"]["train_samples_per_second"] > 0
+    assert metrics["throughput"]["train_tokens_per_second"] > 0
+    assert [e["step"] for e in metrics["evaluations"]] == [3, 6]
+    for key in ("eval_bleu4", "eval_rougeL", "eval_cider", "eval_exact_match"):
+        assert key in metrics["evaluations"][0]
+    assert set(metrics["test"]) == {"bleu4", "rougeL", "cider", "exact_match"}
+
+
+def test_best_checkpoint_is_the_one_merged(short_run, tmp_path):
+    metrics = json.loads((short_run / "metrics.json").read_text())
+    best = metrics["best_checkpoint"]
+    scores = {e["step"]: e["eval_exact_match"] for e in metrics["evaluations"]}
+    assert best.endswith(f"checkpoint-{max(scores, key=lambda s: (scores[s], -s))}")
+    again = merge_run(short_run, checkpoint=best, output=tmp_path / "best")
+    a = load_file(short_run / "merged/model.safetensors")
+    b = load_file(again / "model.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_early_stopping_stops_a_stalled_run(tmp_path):
+    """With every learning rate 0 the metric cannot improve: patience 1 stops after the second evaluation."""
+    out = tmp_path / "stalled"
+    train(short_config(out, max_steps=40, eval_steps=2, early_stopping_patience=1, lora_lr=0.0, projection_lr=0.0,
+                       head_lr=0.0))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 4 and metrics["stopped_early"]
+    assert metrics["best_checkpoint"].endswith("checkpoint-2")
+
+
+def test_evaluate_command_scores_a_model(short_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from distilvit.cli import app
+    from distilvit.evaluate import evaluate_model
+
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(app, ["evaluate", str(short_run), "--dataset", "synthetic", "--sample", "4", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["num_images"] == 4 and set(saved["metrics"]) == {"bleu4", "rougeL", "cider", "exact_match"}
+    # the same images through the library function give the same scores
+    assert evaluate_model(short_run, ["synthetic"], sample=4)["metrics"] == saved["metrics"]
