@@ -1,4 +1,4 @@
-"""The tiny preset really learns: trained with its defaults (8000 synthetic images, 3000 steps, about 4 minutes
+"""The tiny preset really learns: trained with its defaults (16000 synthetic images, 4000 steps, about 5 minutes
 on 2 CPU cores), its merged model captions the held-out test split with exact match >= 0.8.
 
 This is the one slow test (marked `slow`; `pytest -m "not slow"` skips it). Its run is shared through the
