@@ -22,6 +22,7 @@ COMMANDS = {
     "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
     "caption": "Caption images with a merged model (PyTorch).",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
+    "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded).",
 }
 BENCH_COMMANDS = {
@@ -176,6 +177,27 @@ def evaluate(
 
     result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output)
     typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
+
+
+@app.command(help=COMMANDS["export"])
+def export(
+    model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run (its adapter is merged first if needed)."),
+    output: Path = typer.Option(..., help="The export folder to write (refused if it exists and is not empty, unless --overwrite)."),
+    layout: str = typer.Option("pipeline", help="pipeline: pipeline('image-to-text') works; llava: AutoModelForImageTextToText + processor."),
+    quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
+    slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
+    agreement_images: int = typer.Option(16, help="Held-out synthetic images used to measure each dtype's caption agreement with fp32 (0: skip)."),
+):
+    _setup_logging()
+    from distilvit.export.exporter import export_model
+
+    info = export_model(model_dir, output, layout, quantize, overwrite, slim, agreement_images)
+    for name, size in info["sizes_bytes"].items():
+        typer.echo(f"  {name:45s} {size / 1e6:9.2f} MB")
+    for dtype, agreement in info["caption_agreement_with_fp32"].items():
+        typer.echo(f"  {dtype}: {agreement['caption_match_with_fp32']:.2f} of {agreement['images']} captions equal to fp32")
+    typer.echo(f"export: {output} ({info['layout']} layout, {info['seconds']['total']:.0f} s)")
 
 
 @bench_app.command("train", help=BENCH_COMMANDS["train"])

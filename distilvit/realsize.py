@@ -50,3 +50,27 @@ def build_realsize_models(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     LlamaForCausalLM(text_config()).save_pretrained(decoder)
     build_tokenizer().save_pretrained(decoder)
     return encoder, decoder
+
+
+def save_realsize_merged(folder: Path, seed: int = 0) -> Path:
+    """A merged-model folder (what `train` writes to merged/) of the real-size architecture with random
+    weights: the input `distilvit-web export` and the benchmarks use. Returns `folder`."""
+    from distilvit.model import build_captioner
+
+    folder = Path(folder)
+    bases = folder.parent / f".{folder.name}-bases"
+    encoder, decoder = build_realsize_models(bases, seed)
+    model, processor = build_captioner(str(encoder), str(decoder))
+    model.generation_config.max_new_tokens = 30
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    import shutil
+
+    shutil.rmtree(bases)
+    return folder
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(save_realsize_merged(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/realsize-merged")))

@@ -1,0 +1,83 @@
+"""Run stock transformers.js in Node: install the pinned package on first use, then caption through `js/caption.mjs`.
+
+The package (`@huggingface/transformers`, version in `js/package.json`) is installed with npm into a cache folder
+(`$DISTILVIT_WEB_CACHE` or `~/.cache/distilvit-web`), once per version, with `ONNXRUNTIME_NODE_INSTALL=skip` (its
+postinstall would try to download CUDA libraries). A missing node or npm is a UserError naming what to install.
+This module knows nothing about how an export was made; it passes a folder and image paths to Node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from distilvit.errors import UserError
+
+log = logging.getLogger(__name__)
+JS_DIR = Path(__file__).parent / "js"
+PACKAGE = "@huggingface/transformers"
+
+
+def pinned_version() -> str:
+    return json.loads((JS_DIR / "package.json").read_text())["dependencies"][PACKAGE]
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("DISTILVIT_WEB_CACHE", Path.home() / ".cache" / "distilvit-web"))
+    return root / f"node-transformers-{pinned_version()}"
+
+
+def _require(tool: str) -> str:
+    found = shutil.which(tool)
+    if not found:
+        raise UserError(f"`{tool}` was not found on PATH; the transformers.js runtime needs Node.js 18+ and npm "
+                        f"(https://nodejs.org, or `apt-get install nodejs npm`)")
+    return found
+
+
+def ensure_installed() -> Path:
+    """The folder holding node_modules with the pinned transformers.js (installed now if missing)."""
+    folder = cache_dir()
+    marker = folder / "node_modules" / "@huggingface" / "transformers" / "package.json"
+    if marker.is_file():
+        _copy_scripts(folder)
+        return folder
+    npm = _require("npm")
+    _require("node")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(JS_DIR / "package.json", folder / "package.json")
+    log.info("installing %s@%s into %s (first use)", PACKAGE, pinned_version(), folder)
+    env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
+    result = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0 or not marker.is_file():
+        raise UserError(f"npm could not install {PACKAGE}@{pinned_version()} into {folder}:\n{result.stderr[-2000:]}")
+    _copy_scripts(folder)
+    return folder
+
+
+def _copy_scripts(folder: Path) -> None:
+    for script in JS_DIR.glob("*.mjs"):
+        shutil.copyfile(script, folder / script.name)
+
+
+def run_script(script: str, request: dict, timeout: int = 600) -> dict:
+    """Run `js/<script>` in the runtime folder with `request` as JSON on stdin; return its JSON output."""
+    folder = ensure_installed()
+    node = _require("node")
+    result = subprocess.run([node, script], cwd=folder, input=json.dumps(request), capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"transformers.js ({script}) failed with status {result.returncode}:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout)
+
+
+def caption(export_dir: Path, images: list[Path], layout: str, dtype: str = "fp32", max_new_tokens: int = 30) -> dict:
+    """Captions of `images` by stock transformers.js loading `export_dir` offline."""
+    request = {"model_dir": str(Path(export_dir).resolve()), "layout": layout, "dtype": dtype,
+               "images": [str(Path(p).resolve()) for p in images], "max_new_tokens": max_new_tokens}
+    return run_script("caption.mjs", request)

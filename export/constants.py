@@ -1,0 +1,71 @@
+"""File names, tensor names and dtype suffixes of the exported repo layouts, exactly as transformers.js reads them.
+
+transformers.js 4.x (`src/utils/dtypes.js`, `src/models.js`) picks `onnx/<graph><suffix>.onnx` by dtype and binds
+inputs and outputs by name; a wrong name or suffix is a model that silently does not load. Every other module
+takes these names from here. This module knows nothing about torch or onnx.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+ONNX_DIR = "onnx"
+EXPORT_CONFIG = "export_config.json"
+TRANSFORMERS_JS_VERSION = "4.3.1"  # the stock package the layouts are tested against (npm @huggingface/transformers)
+ONNX_OPSET = 18
+
+
+class Layout(str, Enum):
+    """`pipeline`: vision-encoder-decoder, works with `pipeline('image-to-text')`. `llava`: AutoModelForImageTextToText."""
+
+    PIPELINE = "pipeline"
+    LLAVA = "llava"
+
+
+# Graph file stems per layout, in the order they are exported.
+GRAPHS = {
+    Layout.PIPELINE: ("encoder_model", "decoder_model_merged"),
+    Layout.LLAVA: ("vision_encoder", "embed_tokens", "decoder_model_merged"),
+}
+
+# transformers.js dtype -> file suffix (src/utils/dtypes.js DEFAULT_DTYPE_SUFFIX_MAPPING).
+DTYPE_SUFFIX = {
+    "fp32": "",
+    "fp16": "_fp16",
+    "q8": "_quantized",
+    "int8": "_int8",
+    "uint8": "_uint8",
+    "q4": "_q4",
+    "q4f16": "_q4f16",
+    "bnb4": "_bnb4",
+}
+
+# Tensor names.
+PIXEL_VALUES = "pixel_values"
+ENCODER_OUTPUT = "last_hidden_state"  # pipeline encoder
+ENCODER_HIDDEN_STATES = "encoder_hidden_states"  # pipeline decoder input
+IMAGE_FEATURES = "image_features"  # llava vision encoder
+INPUT_IDS = "input_ids"
+INPUTS_EMBEDS = "inputs_embeds"
+ATTENTION_MASK = "attention_mask"
+POSITION_IDS = "position_ids"
+LOGITS = "logits"
+
+# Dynamic dimension names. transformers.js fills only `batch_size` when it builds an empty cache.
+BATCH = "batch_size"
+DECODER_LENGTH = "decoder_sequence_length"
+ENCODER_LENGTH = "encoder_sequence_length"
+PAST_LENGTH = "past_sequence_length"
+TOTAL_LENGTH = "total_sequence_length"
+
+
+def past_names(layer: int) -> tuple[str, str]:
+    return f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"
+
+
+def present_names(layer: int) -> tuple[str, str]:
+    return f"present.{layer}.key", f"present.{layer}.value"
+
+
+def onnx_file(graph: str, dtype: str) -> str:
+    return f"{ONNX_DIR}/{graph}{DTYPE_SUFFIX[dtype]}.onnx"

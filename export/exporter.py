@@ -1,0 +1,212 @@
+"""`distilvit-web export`: merged model -> validated, slimmed ONNX graphs -> dtypes -> a transformers.js repo layout.
+
+Steps, all inside a temporary folder renamed to the output at the end (a failure leaves nothing behind):
+  1. resolve the model (a merged folder, or a training run: its merged/, merging the adapter first if needed)
+     and check it is a distilvit-web captioner;
+  2. export each graph of the layout in fp32, validate it against PyTorch, slim it with onnxslim, validate again;
+  3. convert every requested dtype (and any per-graph mix), check each loads and gives finite outputs, and
+     measure its greedy-caption agreement with fp32 on held-out synthetic images;
+  4. write config/tokenizer/processor files, `export_config.json` (source, layout, modes, versions, sizes,
+     validation) and a model card.
+This module knows the order of things; the graphs, dtypes and files are other modules' business.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, LlavaForConditionalGeneration
+
+from distilvit.atomic import atomic_dir
+from distilvit.errors import UserError
+from distilvit.export import constants as C
+from distilvit.export.card import write_card
+from distilvit.export.layout import write_layout
+from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
+from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.export.validate import ValidationError, summary, validate_graph
+from distilvit.provenance import stamp
+from distilvit.quantize.modes import DType, convert
+
+log = logging.getLogger(__name__)
+
+GRAPH_ALIASES = {"vision": 0, "encoder": 0, "vision_encoder": 0, "encoder_model": 0, "embed": 1, "embed_tokens": 1,
+                 "decoder": -1, "decoder_model_merged": -1}
+
+
+@dataclass
+class QuantizePlan:
+    """Which dtype files to write: `dtypes` for every graph, plus an optional per-graph `mix`."""
+
+    dtypes: list[str]
+    mix: dict[str, str] = field(default_factory=dict)
+
+
+def parse_quantize(spec: str | None, layout: C.Layout) -> QuantizePlan:
+    """`fp16,q8`, `all`, or a per-graph mix `vision=q8,decoder=q4`; fp32 is always exported (the reference)."""
+    graphs = C.GRAPHS[layout]
+    known = [d.value for d in DType]
+    dtypes, mix = ["fp32"], {}
+    for item in [s.strip() for s in (spec or "").split(",") if s.strip()]:
+        if item == "all":
+            dtypes += [d for d in known if d not in dtypes]
+        elif "=" in item:
+            graph, dtype = (x.strip() for x in item.split("=", 1))
+            if graph not in GRAPH_ALIASES or (GRAPH_ALIASES[graph] == 1 and layout == C.Layout.PIPELINE):
+                raise UserError(f"--quantize {item!r}: unknown graph {graph!r}; the {layout.value} layout has "
+                                f"{', '.join(graphs)} (or vision=, decoder=)")
+            if dtype not in known:
+                raise UserError(f"--quantize {item!r}: unknown dtype {dtype!r}; choose from {', '.join(known)}")
+            mix[graphs[GRAPH_ALIASES[graph]]] = dtype
+        elif item in known:
+            if item not in dtypes:
+                dtypes.append(item)
+        else:
+            raise UserError(f"--quantize: unknown dtype {item!r}; choose from {', '.join(known)}, all, or graph=dtype")
+    if mix:
+        for g in graphs:
+            mix.setdefault(g, "fp32")
+    return QuantizePlan(dtypes, mix)
+
+
+def resolve_model(model_dir: Path) -> Path:
+    """The merged model folder for `model_dir`, merging a run's adapter first when the run has no merged/."""
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise UserError(f"model folder {model_dir} does not exist")
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    if (model_dir / "merged" / "config.json").is_file():
+        return model_dir / "merged"
+    if (model_dir / "train_config.json").is_file():
+        from distilvit.merge import merge_run
+
+        log.info("%s has no merged/: merging its adapter first", model_dir)
+        return merge_run(model_dir)
+    raise UserError(f"{model_dir} is not a model: it holds neither config.json nor a training run (train_config.json)")
+
+
+def load_model(path: Path) -> LlavaForConditionalGeneration:
+    config = json.loads((path / "config.json").read_text())
+    kind = config.get("model_type")
+    text = (config.get("text_config") or {}).get("model_type")
+    vision = (config.get("vision_config") or {}).get("model_type")
+    if kind != "llava" or text != "llama" or vision not in ("siglip_vision_model", "siglip"):
+        raise UserError(f"{path} holds a {kind!r} model (text {text!r}, vision {vision!r}); export needs a distilvit-web "
+                        f"captioner: a llava model with a SigLIP vision tower and a llama decoder")
+    if not (path / "tokenizer.json").is_file() or not (path / "processor_config.json").is_file():
+        raise UserError(f"{path} lacks tokenizer.json or processor_config.json; re-save it with `distilvit-web merge`")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    return model
+
+
+def _slim(path: Path) -> None:
+    import onnxslim
+
+    model = onnxslim.slim(onnx.load_model(str(path)))
+    # onnxslim writes its own symbolic shapes for intermediate values; for the prefix decoder they claim the
+    # narrowed embeddings have the new tokens' length, and onnxruntime then reuses a buffer of the wrong size
+    # ("Shape mismatch attempting to re-use buffer. {1,1,128} != {1,65,128}", onnxslim 0.1.98, onnxruntime
+    # 1.32, 2026-11-25). Dropping the hints lets onnxruntime infer shapes itself.
+    del model.graph.value_info[:]
+    save_onnx(model, path)
+
+
+def _sample_pixels(export_dir: Path, count: int) -> np.ndarray:
+    """Held-out synthetic test images, preprocessed by the export's own image processor."""
+    from distilvit.synthetic import make_synthetic_splits
+
+    rows = make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=count)["test"]
+    processor = AutoImageProcessor.from_pretrained(export_dir)
+    return processor(images=[r["image"] for r in rows], return_tensors="np")["pixel_values"]
+
+
+def _agreement(export_dir: Path, dtypes: list[str | dict], count: int) -> dict[str, dict]:
+    """Greedy-caption agreement of each dtype with fp32 (onnxruntime) on `count` images."""
+    pixels = _sample_pixels(export_dir, count)
+    reference = OrtCaptioner(export_dir, "fp32").generate(pixels).tokens
+    result = {}
+    for dtype in dtypes:
+        label = dtype if isinstance(dtype, str) else "mix"
+        generation = OrtCaptioner(export_dir, dtype).generate(pixels)
+        if not np.isfinite(generation.first_logits).all():
+            raise RuntimeError(f"the {label} graphs give non-finite logits")
+        tokens = generation.tokens
+        same = sum(a == b for a, b in zip(tokens, reference))
+        result[label] = {"caption_match_with_fp32": same / len(reference), "images": len(reference)}
+        log.info("  %s: %d/%d captions equal to fp32", label, same, len(reference))
+    return result
+
+
+def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quantize: str | None = None,
+                 overwrite: bool = False, slim: bool = True, agreement_images: int = 16,
+                 max_new_tokens: int | None = None) -> dict:
+    """Export `model_dir` to `output`; return the export_config.json content."""
+    try:
+        layout = C.Layout(layout)
+    except ValueError:
+        raise UserError(f"--layout {layout!r}: choose pipeline or llava") from None
+    plan = parse_quantize(quantize, layout)
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
+        raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+    source = resolve_model(model_dir)
+    model = load_model(source)
+    max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
+    started = time.perf_counter()
+    graphs = C.GRAPHS[layout]
+    with atomic_dir(output, overwrite=overwrite) as tmp:
+        validation, timings = {}, {}
+        for spec in graph_specs(model, layout):
+            t0 = time.perf_counter()
+            path = tmp / C.onnx_file(spec.name, "fp32")
+            export_graph(spec, path)
+            try:
+                checks = validate_graph(spec, model, path)
+                if slim:
+                    _slim(path)
+                    checks = validate_graph(spec, model, path)
+            except ValidationError as err:
+                raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err
+            validation[spec.name] = summary(checks)
+            timings[spec.name] = round(time.perf_counter() - t0, 1)
+        # every dtype file, then the per-graph mix (which reuses those files or adds its own)
+        wanted = {(g, d) for g in graphs for d in plan.dtypes if d != "fp32"} | {(g, d) for g, d in plan.mix.items() if d != "fp32"}
+        for graph, dtype in sorted(wanted):
+            t0 = time.perf_counter()
+            converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
+            save_onnx(converted, tmp / C.onnx_file(graph, dtype))
+            timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
+        external = {g for g in graphs for d in C.DTYPE_SUFFIX if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
+        dtype_config = plan.mix or ({} if {"fp32", "q8"} <= set(plan.dtypes) or plan.dtypes == ["fp32"]
+                                    else {g: plan.dtypes[1] for g in graphs})
+        write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
+        sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}
+        agreement = _agreement(tmp, [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else []),
+                               agreement_images) if agreement_images else {}
+        info = {
+            "source_model": str(source.resolve()),
+            "layout": layout.value,
+            "dtypes": plan.dtypes,
+            "per_graph_dtypes": plan.mix or None,
+            "graphs": list(graphs),
+            "onnx_opset": C.ONNX_OPSET,
+            "transformers_js": C.TRANSFORMERS_JS_VERSION,
+            "sizes_bytes": sizes,
+            "validation": validation,
+            "caption_agreement_with_fp32": agreement,
+            "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
+            "max_new_tokens": max_new,
+            **stamp(),
+        }
+        (tmp / C.EXPORT_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        write_card(tmp, source, info)
+    log.info("export written to %s in %.0f s", output, time.perf_counter() - started)
+    return info

@@ -1,0 +1,134 @@
+"""The non-graph files of the two transformers.js repo layouts: config.json, generation_config.json,
+preprocessor_config.json, processor_config.json (llava), tokenizer.json + tokenizer_config.json.
+
+`pipeline` presents the captioner as a `vision-encoder-decoder` whose decoder is a plain Llama config, so stock
+transformers.js runs it with `pipeline('image-to-text', ...)`; `llava` keeps the merged model's own config. The
+`transformers.js_config` block names the dtype of every graph and whether graphs use external data. This module
+knows nothing about how graphs were made; it reads the merged model folder and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import LlavaConfig
+
+from distilvit.export import constants as C
+
+
+def _write(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def token_ids(model_dir: Path) -> dict:
+    gen = json.loads((model_dir / "generation_config.json").read_text())
+    return {k: gen.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+
+
+def transformers_js_config(dtypes: dict[str, str], external: set[str]) -> dict:
+    """`dtypes`: graph -> dtype (one per graph, the default files); `external`: graphs with .onnx_data."""
+    cfg: dict = {"dtype": dict(dtypes)}
+    if external:
+        cfg["use_external_data_format"] = {g: True for g in sorted(external)}
+    return cfg
+
+
+def decoder_config(config: LlavaConfig) -> dict:
+    text = config.text_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return {
+        "model_type": "llama",
+        "num_hidden_layers": text.num_hidden_layers,
+        "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads,
+        "hidden_size": text.hidden_size,
+        "head_dim": head_dim,
+        "intermediate_size": text.intermediate_size,
+        "vocab_size": text.vocab_size,
+        "max_position_embeddings": text.max_position_embeddings,
+        "rms_norm_eps": text.rms_norm_eps,
+        "is_decoder": True,
+    }
+
+
+def pipeline_config(config: LlavaConfig, ids: dict, js: dict) -> dict:
+    vision = config.vision_config
+    return {
+        "model_type": "vision-encoder-decoder",
+        "architectures": ["VisionEncoderDecoderModel"],
+        "is_encoder_decoder": True,
+        "encoder": {
+            "model_type": "siglip_vision_model",
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "num_channels": vision.num_channels,
+            "hidden_size": config.text_config.hidden_size,  # after the projector
+            "num_image_tokens": config.image_seq_length,
+        },
+        "decoder": decoder_config(config),
+        "decoder_start_token_id": ids["bos_token_id"],
+        **ids,
+        "image_token_index": config.image_token_index,
+        "transformers.js_config": js,
+    }
+
+
+def llava_config(model_dir: Path, js: dict) -> dict:
+    data = json.loads((model_dir / "config.json").read_text())
+    data["transformers.js_config"] = js
+    return data
+
+
+def generation_config(model_dir: Path, config: LlavaConfig, max_new_tokens: int, layout: C.Layout) -> dict:
+    ids = token_ids(model_dir)
+    image = config.image_token_index
+    gen = {
+        **ids,
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "bad_words_ids": [[image]],  # transformers.js applies these; the image token is never a caption word
+        "suppress_tokens": [image],
+    }
+    if layout == C.Layout.PIPELINE:
+        gen["decoder_start_token_id"] = ids["bos_token_id"]
+    return gen
+
+
+def processor_files(model_dir: Path, out: Path, config: LlavaConfig, layout: C.Layout) -> None:
+    """preprocessor_config.json, tokenizer files, and (llava) processor_config.json."""
+    processor = json.loads((model_dir / "processor_config.json").read_text())
+    image = dict(processor["image_processor"])
+    image["image_processor_type"] = "SiglipImageProcessor"
+    if layout == C.Layout.LLAVA:
+        image["processor_class"] = "LlavaProcessor"
+        _write(out / "processor_config.json", {
+            "processor_class": "LlavaProcessor",
+            "image_token": processor.get("image_token", "<image>"),
+            "patch_size": config.vision_config.patch_size,
+            "num_additional_image_tokens": 0,
+            "vision_feature_select_strategy": "full",
+        })
+    _write(out / "preprocessor_config.json", image)
+    shutil.copyfile(model_dir / "tokenizer.json", out / "tokenizer.json")
+    tok = json.loads((model_dir / "tokenizer_config.json").read_text())
+    if tok.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        # transformers 5 writes its generic backend class, which transformers.js does not know by name.
+        tok["tokenizer_class"] = "PreTrainedTokenizer"
+    for key in ("processor_class", "is_local", "local_files_only"):
+        tok.pop(key, None)
+    _write(out / "tokenizer_config.json", tok)
+
+
+def write_layout(model_dir: Path, out: Path, config: LlavaConfig, layout: C.Layout, dtypes: dict[str, str],
+                 external: set[str], max_new_tokens: int) -> None:
+    js = transformers_js_config(dtypes, external)
+    ids = token_ids(model_dir)
+    if layout == C.Layout.PIPELINE:
+        _write(out / "config.json", pipeline_config(config, ids, js))
+    else:
+        _write(out / "config.json", llava_config(model_dir, js))
+    _write(out / "generation_config.json", generation_config(model_dir, config, max_new_tokens, layout))
+    processor_files(model_dir, out, config, layout)

@@ -1,0 +1,103 @@
+"""Greedy captioning from an exported repo layout with onnxruntime in Python: the same loop transformers.js runs.
+
+Pipeline layout: encoder once, then the decoder with `input_ids = [BOS]` and an empty past (the graph prepends the
+image prefix), then one token at a time. LLaVA layout: vision encoder, token embeddings with the image features
+put at the `<image>` positions, then the decoder with explicit mask and positions. Both suppress the image token
+and stop rows at EOS. Used by export (quantized-vs-fp32 agreement) and by the parity check. This module knows
+nothing about PyTorch models.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from distilvit.export import constants as C
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # per image, EOS excluded
+    first_logits: np.ndarray  # [B, V] logits of the first generated position
+
+
+def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OrtCaptioner:
+    """Sessions for one dtype per graph of an export folder."""
+
+    def __init__(self, export_dir: Path, dtypes: str | dict[str, str] = "fp32", threads: int | None = None):
+        self.dir = Path(export_dir)
+        config = json.loads((self.dir / "config.json").read_text())
+        self.gen = json.loads((self.dir / "generation_config.json").read_text())
+        self.layout = C.Layout.PIPELINE if config["model_type"] == "vision-encoder-decoder" else C.Layout.LLAVA
+        graphs = C.GRAPHS[self.layout]
+        per_graph = dtypes if isinstance(dtypes, dict) else {g: dtypes for g in graphs}
+        self.files = {g: self.dir / C.onnx_file(g, per_graph[g]) for g in graphs}
+        self.sessions = {g: _session(p, threads) for g, p in self.files.items()}
+        self.image_token = config["image_token_index"]
+        dec = self.sessions["decoder_model_merged"]
+        self.past_inputs = [i for i in dec.get_inputs() if i.name.startswith("past_key_values.")]
+        self.float_type = np.float16 if self.past_inputs[0].type == "tensor(float16)" else np.float32
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        return {i.name: np.zeros((batch, i.shape[1], 0, i.shape[3]), dtype=self.float_type) for i in self.past_inputs}
+
+    def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
+        graph = C.GRAPHS[self.layout][0]
+        return self.sessions[graph].run(None, {C.PIXEL_VALUES: pixel_values.astype(np.float32)})[0]
+
+    def generate(self, pixel_values: np.ndarray, max_new_tokens: int | None = None) -> Generation:
+        max_new = max_new_tokens or self.gen.get("max_new_tokens") or 30
+        eos, bos = self.gen["eos_token_id"], self.gen["bos_token_id"]
+        batch = pixel_values.shape[0]
+        features = self.image_features(pixel_values)  # [B, N, D]
+        past = self._empty_past(batch)
+        dec = self.sessions["decoder_model_merged"]
+        present_names = [o.name for o in dec.get_outputs()][1:]
+        if self.layout == C.Layout.PIPELINE:
+            feeds = {C.INPUT_IDS: np.full((batch, 1), bos, dtype=np.int64), C.ENCODER_HIDDEN_STATES: features}
+        else:
+            ids = np.array([[self.image_token] * features.shape[1] + [bos]] * batch, dtype=np.int64)
+            embeds = self.sessions["embed_tokens"].run(None, {C.INPUT_IDS: ids})[0]
+            embeds[:, : features.shape[1]] = features.astype(embeds.dtype)
+            length = ids.shape[1]
+            feeds = {C.INPUTS_EMBEDS: embeds, C.ATTENTION_MASK: np.ones((batch, length), dtype=np.int64),
+                     C.POSITION_IDS: np.tile(np.arange(length, dtype=np.int64), (batch, 1))}
+        tokens = [[] for _ in range(batch)]
+        done = np.zeros(batch, dtype=bool)
+        first_logits = None
+        for step in range(max_new):
+            outputs = dec.run(None, {**feeds, **past})
+            logits = outputs[0][:, -1, :].astype(np.float32)  # [B, V]
+            if first_logits is None:
+                first_logits = logits.copy()
+            logits[:, self.image_token] = -np.inf
+            nxt = logits.argmax(axis=-1)
+            for i in range(batch):
+                if not done[i]:
+                    if nxt[i] == eos:
+                        done[i] = True
+                    else:
+                        tokens[i].append(int(nxt[i]))
+            if done.all():
+                break
+            past = dict(zip([n.replace("present.", "past_key_values.") for n in present_names], outputs[1:]))
+            total = next(iter(past.values())).shape[2] + 1
+            if self.layout == C.Layout.PIPELINE:
+                feeds = {C.INPUT_IDS: nxt[:, None].astype(np.int64), C.ENCODER_HIDDEN_STATES: features}
+            else:
+                embeds = self.sessions["embed_tokens"].run(None, {C.INPUT_IDS: nxt[:, None].astype(np.int64)})[0]
+                feeds = {C.INPUTS_EMBEDS: embeds, C.ATTENTION_MASK: np.ones((batch, total), dtype=np.int64),
+                         C.POSITION_IDS: np.full((batch, 1), total - 1, dtype=np.int64)}
+        return Generation(tokens, first_logits)

@@ -1,0 +1,118 @@
+"""One function per transformers.js dtype: fp32 ONNX graph in, converted graph out.
+
+    fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
+           feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
+    q8     dynamic int8 quantization of MatMul/Gather weights; uint8 weights in graphs with a Conv (ONNX
+           Runtime has no ConvInteger kernel for int8 weights), as transformers.js' own conversion script does
+    int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel)
+    uint8  dynamic quantization, uint8 weights
+    q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights; the rest float32
+    q4f16  q4, then fp16 for the rest
+    bnb4   4-bit bitsandbytes-style (MatMulBnb4, nf4, block 64)
+
+fp16 conversion with onnxconverter-common produced graphs onnxruntime refused (RMSNorm Cast nodes, DESIGN.md,
+2026-11, onnxruntime 1.32), hence onnxruntime's own converter. This module knows nothing about layouts or
+which graph is which; `export/` decides where each result goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+import onnx
+
+log = logging.getLogger(__name__)
+
+
+class DType(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    Q8 = "q8"
+    INT8 = "int8"
+    UINT8 = "uint8"
+    Q4 = "q4"
+    Q4F16 = "q4f16"
+    BNB4 = "bnb4"
+
+
+def _ops(model: onnx.ModelProto) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save_model(model, str(src))
+        quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type, per_channel=False,
+                         reduce_range=False, extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
+        return onnx.load_model(str(dst))
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+
+
+def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType
+
+    weight = QuantType.QUInt8 if "Conv" in _ops(model) else QuantType.QInt8
+    return _dynamic(model, weight, ["MatMul", "Gather", "Conv"] if weight == QuantType.QUInt8 else ["MatMul", "Gather"])
+
+
+def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType
+
+    return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
+
+
+def to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType
+
+    return _dynamic(model, QuantType.QUInt8, ["MatMul", "Gather", "Conv"])
+
+
+def to_q4(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def to_q4f16(model: onnx.ModelProto) -> onnx.ModelProto:
+    return to_fp16(to_q4(model))
+
+
+def to_bnb4(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_bnb4_quantizer import MatMulBnb4Quantizer
+
+    quantizer = MatMulBnb4Quantizer(model, MatMulBnb4Quantizer.NF4, 64)
+    quantizer.process()
+    return quantizer.model.model
+
+
+CONVERTERS = {
+    DType.FP16: to_fp16,
+    DType.Q8: to_q8,
+    DType.INT8: to_int8,
+    DType.UINT8: to_uint8,
+    DType.Q4: to_q4,
+    DType.Q4F16: to_q4f16,
+    DType.BNB4: to_bnb4,
+}
+
+
+def convert(model: onnx.ModelProto, dtype: DType) -> onnx.ModelProto:
+    """`model` (fp32) converted to `dtype`; fp32 returns it unchanged."""
+    dtype = DType(dtype)
+    if dtype == DType.FP32:
+        return model
+    log.info("converting to %s", dtype.value)
+    return CONVERTERS[dtype](model)
