@@ -44,6 +44,8 @@ app.add_typer(bench_app, name="bench", help=COMMANDS["bench"])
 def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("distilvit").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("onnx_ir", "onnxscript", "onnxslim", "datasets", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     import transformers
     import datasets
 

@@ -59,12 +59,28 @@ class _CachedDecoder(nn.Module):
         self.language_model = model.model.language_model
         self.lm_head = model.lm_head
         self.num_layers = model.config.text_config.num_hidden_layers
+        self.embed = model.get_input_embeddings()
+        # A tied output head (SmolLM) is exported as ONE transposed matrix [D, V] that both the output MatMul and
+        # the token lookup (a Gather along axis 1) read: the weight is stored once, and dynamic quantization turns
+        # the MatMul into an int8 MatMulInteger instead of dequantizing the whole matrix to float every step.
+        self.tied = self.lm_head.weight.data_ptr() == self.embed.weight.data_ptr()
+        if self.tied:
+            self.head_t = nn.Parameter(self.lm_head.weight.detach().t().contiguous(), requires_grad=False)  # [D, V]
+
+    def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if not self.tied:
+            return self.embed(input_ids)  # [B, T, D]
+        rows = torch.index_select(self.head_t, 1, input_ids.reshape(-1))  # [D, B*T]
+        return rows.t().reshape(input_ids.shape[0], input_ids.shape[1], -1)  # [B, T, D]
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ self.head_t if self.tied else self.lm_head(hidden)
 
     def _run(self, embeds, attention_mask, position_ids, past: tuple[torch.Tensor, ...]):
         cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)])
         out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
                                   cache=cache, use_cache=True)
-        logits = self.lm_head(out.last_hidden_state[:, -1:, :])  # [B, 1, V]: only what generation reads
+        logits = self.head(out.last_hidden_state[:, -1:, :])  # [B, 1, V]: only what generation reads
         presents = []
         for layer in out.cache.layers:
             presents += [layer.keys, layer.values]  # [B, kv_heads, past + T, head_dim]
@@ -74,12 +90,8 @@ class _CachedDecoder(nn.Module):
 class PrefixDecoder(_CachedDecoder):
     """Pipeline layout decoder: prepends the image prefix on the first step (empty past) only."""
 
-    def __init__(self, model: LlavaForConditionalGeneration):
-        super().__init__(model)
-        self.embed = model.get_input_embeddings()
-
     def forward(self, input_ids: torch.Tensor, encoder_hidden_states: torch.Tensor, *past: torch.Tensor):
-        embeds = self.embed(input_ids)  # [B, T, D]
+        embeds = self.embed_ids(input_ids)  # [B, T, D]
         prefix_len = encoder_hidden_states.shape[1]  # N
         new_len = input_ids.shape[1]  # T
         past_len = past[0].shape[2]

@@ -101,3 +101,27 @@ class OrtCaptioner:
                 feeds = {C.INPUTS_EMBEDS: embeds, C.ATTENTION_MASK: np.ones((batch, total), dtype=np.int64),
                          C.POSITION_IDS: np.full((batch, 1), total - 1, dtype=np.int64)}
         return Generation(tokens, first_logits)
+
+
+def time_caption(captioner: OrtCaptioner, pixel_values: np.ndarray, tokens: int = 20) -> dict[str, float]:
+    """Milliseconds of one caption of exactly `tokens` tokens (EOS ignored): vision encoder, prefill (the first
+    decoder step, over the image prefix + BOS), and the mean of the following single-token steps."""
+    import time
+
+    if captioner.layout != C.Layout.PIPELINE:
+        raise ValueError("timing is implemented for the pipeline layout")
+    dec = captioner.sessions["decoder_model_merged"]
+    present_names = [o.name.replace("present.", "past_key_values.") for o in dec.get_outputs()][1:]
+    t0 = time.perf_counter()
+    features = captioner.image_features(pixel_values[:1])
+    t1 = time.perf_counter()
+    feeds = {C.INPUT_IDS: np.full((1, 1), captioner.gen["bos_token_id"], dtype=np.int64), C.ENCODER_HIDDEN_STATES: features}
+    outputs = dec.run(None, {**feeds, **captioner._empty_past(1)})
+    t2 = time.perf_counter()
+    for _ in range(tokens - 1):
+        nxt = outputs[0][:, -1, :].argmax(-1)
+        past = dict(zip(present_names, outputs[1:]))
+        outputs = dec.run(None, {C.INPUT_IDS: nxt[:, None].astype(np.int64), C.ENCODER_HIDDEN_STATES: features, **past})
+    t3 = time.perf_counter()
+    return {"encoder_ms": (t1 - t0) * 1e3, "prefill_ms": (t2 - t1) * 1e3,
+            "per_token_ms": (t3 - t2) * 1e3 / max(tokens - 1, 1), "total_ms": (t3 - t0) * 1e3}

@@ -6,9 +6,9 @@
            Runtime has no ConvInteger kernel for int8 weights), as transformers.js' own conversion script does
     int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel)
     uint8  dynamic quantization, uint8 weights
-    q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights; the rest float32
+    q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights, int8 token lookups; the rest float32
     q4f16  q4, then fp16 for the rest
-    bnb4   4-bit bitsandbytes-style (MatMulBnb4, nf4, block 64)
+    bnb4   4-bit bitsandbytes-style (MatMulBnb4, nf4, block 64) for MatMul weights, int8 token lookups
 
 fp16 conversion with onnxconverter-common produced graphs onnxruntime refused (RMSNorm Cast nodes, DESIGN.md,
 2026-11, onnxruntime 1.32), hence onnxruntime's own converter. This module knows nothing about layouts or
@@ -54,9 +54,13 @@ def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str]) -> onnx.M
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    # DequantizeLinear (the int8 token lookup of q4f16) stays float32: at opset 18 its scale must be float32
+    # ("Type 'tensor(float16)' of input parameter (head_t_scale) of operator (DequantizeLinear) ... is invalid",
+    # onnxruntime 1.32, 2026-11-25).
+    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear"])
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -78,12 +82,22 @@ def to_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
     return _dynamic(model, QuantType.QUInt8, ["MatMul", "Gather", "Conv"])
 
 
+def _gathers_to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Token lookups (Gather on a weight) to int8: MatMulNBits covers only MatMul, and a float embedding would
+    outweigh the whole 4-bit decoder (SmolLM's is 49152 x 576: 113 MB in f32, 28 MB in int8)."""
+    from onnxruntime.quantization import QuantType
+
+    if not any(n.op_type == "Gather" and n.input[0] in {i.name for i in model.graph.initializer} for n in model.graph.node):
+        return model
+    return _dynamic(model, QuantType.QInt8, ["Gather"])
+
+
 def to_q4(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True)
     quantizer.process()
-    return quantizer.model.model
+    return _gathers_to_int8(quantizer.model.model)
 
 
 def to_q4f16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -95,7 +109,7 @@ def to_bnb4(model: onnx.ModelProto) -> onnx.ModelProto:
 
     quantizer = MatMulBnb4Quantizer(model, MatMulBnb4Quantizer.NF4, 64)
     quantizer.process()
-    return quantizer.model.model
+    return _gathers_to_int8(quantizer.model.model)
 
 
 CONVERTERS = {

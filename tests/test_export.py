@@ -157,3 +157,12 @@ def test_transformers_js_captions_equal_pytorch(exports, trained_tiny, test_imag
     expected = load_captioner(trained_tiny).caption(test_images)
     result = node_runtime.caption(exports[layout][0], paths, layout, dtype, max_new_tokens=13)
     assert [r["caption"] for r in result["results"]] == expected
+
+
+def test_missing_node_is_a_clear_error(monkeypatch, tmp_path):
+    from distilvit import node_runtime
+
+    monkeypatch.setenv("DISTILVIT_WEB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(node_runtime.shutil, "which", lambda tool: None)
+    with pytest.raises(UserError, match="`npm` was not found.*Node.js"):
+        node_runtime.ensure_installed()
