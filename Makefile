@@ -26,8 +26,10 @@ $(BIN)/distilvit-web: pyproject.toml
 
 setup: $(BIN)/distilvit-web ## Create .venv and install the package with test dependencies
 
-quickstart: setup ## Offline main job: train the tiny preset on synthetic shapes, then caption test images
+quickstart: setup ## Offline main job: train the tiny preset, export it (fp32 + q8), verify parity, caption examples
 	$(BIN)/distilvit-web train --preset tiny --dataset synthetic --output-dir runs/tiny
+	test -f exports/tiny/export_config.json || $(BIN)/distilvit-web export runs/tiny --output exports/tiny --quantize q8
+	$(BIN)/distilvit-web verify parity exports/tiny --report exports/tiny-parity.json
 	$(BIN)/python -m distilvit.examples runs/tiny/examples
 	$(BIN)/distilvit-web caption runs/tiny runs/tiny/examples/*.png
 
@@ -40,5 +42,5 @@ train-quick: setup ## Tiny preset on synthetic data (CPU, a few minutes)
 train: setup ## Real preset: make train DATASET=flickr EPOCHS=5 (downloads models and data)
 	$(BIN)/distilvit-web train --preset $(PRESET) --dataset $(DATASET) --num-train-epochs $(EPOCHS) --output-dir $(OUTPUT)
 
-clean: ## Remove .venv and runs/
-	rm -rf $(VENV) runs
+clean: ## Remove .venv, runs/ and exports/
+	rm -rf $(VENV) runs exports

@@ -23,7 +23,11 @@ COMMANDS = {
     "caption": "Caption images with a merged model (PyTorch).",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
+    "verify": "Checks of an export against the PyTorch model it came from.",
     "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded).",
+}
+VERIFY_COMMANDS = {
+    "parity": "Caption the same images with PyTorch, onnxruntime and transformers.js for every dtype; report where and how much they differ.",
 }
 BENCH_COMMANDS = {
     "train": "Training throughput of LoRA + projector vs full fine-tuning (samples/s, tokens/s, peak memory).",
@@ -37,12 +41,16 @@ app = typer.Typer(
 )
 
 
+verify_app = typer.Typer(help=COMMANDS["verify"], no_args_is_help=True)
+app.add_typer(verify_app, name="verify", help=COMMANDS["verify"])
 bench_app = typer.Typer(help=COMMANDS["bench"], no_args_is_help=True)
 app.add_typer(bench_app, name="bench", help=COMMANDS["bench"])
 
 
 def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Third-party libraries log at INFO through the root logger (onnxruntime's quantizer does, per tensor):
+    # only ours speaks at INFO.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("distilvit").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("onnx_ir", "onnxscript", "onnxslim", "datasets", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
@@ -200,6 +208,42 @@ def export(
     for dtype, agreement in info["caption_agreement_with_fp32"].items():
         typer.echo(f"  {dtype}: {agreement['caption_match_with_fp32']:.2f} of {agreement['images']} captions equal to fp32")
     typer.echo(f"export: {output} ({info['layout']} layout, {info['seconds']['total']:.0f} s)")
+
+
+@verify_app.command("parity", help=VERIFY_COMMANDS["parity"])
+def verify_parity(
+    export_dir: Path = typer.Argument(..., help="An export folder written by `distilvit-web export`."),
+    model: Optional[Path] = typer.Option(None, help="The PyTorch model (default: the source named in export_config.json)."),
+    images: Optional[Path] = typer.Option(None, help="A folder of images (png, jpg, webp, bmp) to caption."),
+    dataset: Optional[str] = typer.Option(None, help="Take images from this dataset's test split instead (as for `train --dataset`)."),
+    sample: int = typer.Option(16, help="Images taken from --dataset (default: 16 synthetic test images when neither is given)."),
+    dtype: str = typer.Option("all", help="Comma-separated dtypes to check (fp32,q8,...) or all present."),
+    runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption (default: the export's generation config)."),
+    report: Optional[Path] = typer.Option(None, help="Write the JSON report here (a Markdown report beside it, .md)."),
+    min_match: float = typer.Option(0.0, help="Minimum caption exact-match rate (model parity) for dtypes other than fp32."),
+    fp32_min_match: float = typer.Option(1.0, help="Minimum exact-match rate for fp32."),
+    update_card: bool = typer.Option(False, "--update-card", help="Add the summary table to the export's README.md."),
+):
+    _setup_logging()
+    from distilvit import parity_report
+    from distilvit.parity import verify_parity as run_parity
+    from distilvit.parity_images import collect_images
+
+    with collect_images(images, dataset, sample) as paths:
+        result = run_parity(export_dir, paths, model, _split_values([dtype]), _split_values([runtime]), max_new_tokens,
+                            min_match, fp32_min_match)
+    typer.echo(parity_report.table(result))
+    if report:
+        parity_report.write(result, report, report.with_suffix(".md"))
+        typer.echo(f"report: {report} and {report.with_suffix('.md')}")
+    if update_card:
+        parity_report.update_card(export_dir, result)
+    if not result["passed"]:
+        failed = [f"{e['runtime']} {e['dtype']}" for e in result["results"] if not e["passed"]]
+        typer.echo(f"parity FAILED for {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+    typer.echo("parity passed")
 
 
 @bench_app.command("train", help=BENCH_COMMANDS["train"])

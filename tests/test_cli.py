@@ -9,7 +9,9 @@ import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 from typer.main import get_command
 
-from distilvit.cli import COMMANDS, app
+from distilvit.cli import BENCH_COMMANDS, COMMANDS, VERIFY_COMMANDS, app
+
+SUBCOMMANDS = {"bench": BENCH_COMMANDS, "verify": VERIFY_COMMANDS}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -22,14 +24,21 @@ def test_cli_matches_the_command_table():
     assert set(group.commands) == set(COMMANDS)
     for name, command in group.commands.items():
         assert command.help == COMMANDS[name]
-        for param in command.params:
-            if param.name != "help":
-                assert getattr(param, "help", None), f"{name} --{param.name} has no help text"
+        leaves = {name: command}
+        if name in SUBCOMMANDS:
+            assert set(command.commands) == set(SUBCOMMANDS[name])
+            leaves = {f"{name} {sub}": c for sub, c in command.commands.items()}
+            for sub, c in command.commands.items():
+                assert c.help == SUBCOMMANDS[name][sub]
+        for label, leaf in leaves.items():
+            for param in leaf.params:
+                if param.name != "help":
+                    assert getattr(param, "help", None), f"{label} --{param.name} has no help text"
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("command", sorted(COMMANDS) + [f"{g} {s}" for g, subs in SUBCOMMANDS.items() for s in subs])
 def test_every_command_has_help(command):
-    result = run_cli(command, "--help")
+    result = run_cli(*command.split(), "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
 

@@ -1,0 +1,85 @@
+"""Render a parity report (from `distilvit.parity.verify_parity`) as a terminal table, JSON and Markdown, and add
+its summary to an export's model card. Knows nothing about how the figures were measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CARD_START = "<!-- distilvit-web parity -->"
+CARD_END = "<!-- /distilvit-web parity -->"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _num(x, fmt="{:.3g}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def rows(report: dict) -> list[list[str]]:
+    out = []
+    for e in report["results"]:
+        graphs = e.get("graphs") or {}
+        feats = next((v["image_features"] for v in graphs.values() if "image_features" in v), None)
+        logits = graphs.get("decoder_model_merged", {}).get("first_step_logits") if graphs else None
+        div = e["model"]["first_divergence"]
+        out.append([
+            e["runtime"], e["dtype"],
+            _pct(e["model"]["exact_match"]), _pct(e["end_to_end"]["exact_match"] if e["end_to_end"] else None),
+            _pct(e["model"]["token_agreement"]),
+            "-" if div is None else f"{div['image']}@{div['position']}",
+            _num(e["model"]["bleu4_vs_pytorch"], "{:.3f}"), _num(e["model"]["cider_vs_pytorch"], "{:.2f}"),
+            _num(feats and feats["max_abs_diff"]), _num(logits and logits["max_abs_diff"]),
+            f"{sum(e['sizes_bytes'].values()) / 1e6:.1f}", f"{e['load_ms']:.0f}", f"{e['median_caption_ms']:.0f}",
+            ("ok" if e["passed"] else f"FAIL (< {e['threshold']:.2f})") + (f", suspect {e['suspect_graph']}" if e.get("suspect_graph") else ""),
+        ])
+    return out
+
+
+HEADER = ["runtime", "dtype", "match (model)", "match (end-to-end)", "tokens", "first divergence", "BLEU-4",
+          "CIDEr-D", "features max diff", "logits max diff", "MB", "load ms", "caption ms", "status"]
+
+
+def table(report: dict) -> str:
+    data = [HEADER] + rows(report)
+    widths = [max(len(r[i]) for r in data) for i in range(len(HEADER))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in data)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Parity report: {report['export']}", "",
+             f"Source model: `{report['model']}`; layout `{report['layout']}`; {len(report['images'])} images; "
+             f"max {report['max_new_tokens']} new tokens. Overall: **{'passed' if report['passed'] else 'FAILED'}**.", "",
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    divergent = [e for e in report["results"] if e["model"]["first_divergence"]]
+    if divergent:
+        lines += ["", "## First divergences (model parity)", ""]
+        for e in divergent:
+            d = e["model"]["first_divergence"]
+            lines.append(f"- {e['runtime']} {e['dtype']}: {e['model']['divergences']} caption(s) differ; first "
+                         f"{d['image']} at token {d['position']}: PyTorch \"{d['pytorch']}\" vs \"{d['runtime']}\"")
+    lines += ["", "How to read this: docs/parity.md.", ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, json_path: Path | None, markdown_path: Path | None) -> None:
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+    if markdown_path:
+        Path(markdown_path).write_text(markdown(report))
+
+
+def update_card(export_dir: Path, report: dict) -> None:
+    """Put the parity table into the export's README.md (replacing an earlier one)."""
+    card = Path(export_dir) / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    if CARD_START in text:
+        text = text.split(CARD_START)[0] + text.split(CARD_END, 1)[-1].lstrip("\n")
+    section = "\n".join([CARD_START, "## Parity with PyTorch", "",
+                         "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
+                         *("| " + " | ".join(r) + " |" for r in rows(report)), CARD_END, ""])
+    card.write_text(text.rstrip("\n") + "\n\n" + section)

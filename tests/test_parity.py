@@ -1,0 +1,80 @@
+"""`distilvit-web verify parity` on the trained tiny model: fp32 matches PyTorch in onnxruntime and in
+transformers.js for both layouts, the reports hold every figure, and a damaged export is caught and pointed at."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from distilvit.cli import app
+from distilvit.export.exporter import export_model
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None,
+                                 reason="the transformers.js runtime needs node and npm, which are not installed")]
+
+
+@pytest.fixture(scope="module")
+def parity_exports(trained_tiny, tmp_path_factory):
+    root = tmp_path_factory.mktemp("parity")
+    for layout in ("pipeline", "llava"):
+        export_model(trained_tiny, root / layout, layout=layout, quantize="q8", agreement_images=0)
+    return root
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "llava"])
+def test_fp32_matches_in_both_runtimes_and_reports_are_complete(parity_exports, tmp_path, layout):
+    export = parity_exports / layout
+    report = tmp_path / "parity.json"
+    result = CliRunner().invoke(app, ["verify", "parity", str(export), "--sample", "8", "--report", str(report),
+                                      "--update-card"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    rows = {(e["runtime"], e["dtype"]): e for e in data["results"]}
+    assert set(rows) == {(r, d) for r in ("onnxruntime", "transformers.js") for d in ("fp32", "q8")}
+    for runtime in ("onnxruntime", "transformers.js"):
+        fp32 = rows[(runtime, "fp32")]
+        assert fp32["model"]["exact_match"] == 1.0 and fp32["model"]["first_divergence"] is None
+        assert fp32["end_to_end"]["exact_match"] == 1.0  # the synthetic images are at the model's native size
+    ort = rows[("onnxruntime", "fp32")]
+    graphs = ort["graphs"]
+    assert max(d["max_abs_diff"] for g in graphs.values() for d in g.values()) < 1e-3
+    for entry in data["results"]:
+        for key in ("token_agreement", "bleu4_vs_pytorch", "cider_vs_pytorch"):
+            assert entry["model"][key] is not None
+        assert entry["median_caption_ms"] > 0 and entry["load_ms"] > 0 and sum(entry["sizes_bytes"].values()) > 0
+    markdown = report.with_suffix(".md").read_text()
+    assert "| onnxruntime | fp32 | 100% |" in markdown
+    assert "Parity with PyTorch" in (export / "README.md").read_text()
+
+
+def test_damaged_graph_is_caught_and_named(parity_exports, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(parity_exports / "pipeline", damaged)
+    path = damaged / "onnx" / "encoder_model.onnx"
+    model = onnx.load(str(path))
+    biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    weights = numpy_helper.to_array(biggest)
+    biggest.CopyFrom(numpy_helper.from_array(weights + np.random.default_rng(0).normal(0, 0.5, weights.shape).astype(weights.dtype), biggest.name))
+    onnx.save(model, str(path))
+
+    report = tmp_path / "parity.json"
+    result = CliRunner().invoke(app, ["verify", "parity", str(damaged), "--sample", "8", "--dtype", "fp32",
+                                      "--runtime", "onnxruntime", "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    entry = json.loads(report.read_text())["results"][0]
+    assert not entry["passed"] and entry["suspect_graph"] == "encoder_model"
+    assert "suspect encoder_model" in result.output
+
+
+def test_missing_dtype_is_a_user_error(parity_exports):
+    result = CliRunner().invoke(app, ["verify", "parity", str(parity_exports / "pipeline"), "--dtype", "q4",
+                                      "--runtime", "onnxruntime"])
+    assert result.exit_code != 0
+    assert "no q4 files" in str(result.exception) + result.output
