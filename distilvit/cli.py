@@ -23,6 +23,7 @@ COMMANDS = {
     "caption": "Caption images with a merged model (PyTorch).",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
+    "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
     "verify": "Checks of an export against the PyTorch model it came from.",
     "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded).",
 }
@@ -208,6 +209,31 @@ def export(
     for dtype, agreement in info["caption_agreement_with_fp32"].items():
         typer.echo(f"  {dtype}: {agreement['caption_match_with_fp32']:.2f} of {agreement['images']} captions equal to fp32")
     typer.echo(f"export: {output} ({info['layout']} layout, {info['seconds']['total']:.0f} s)")
+
+
+@app.command(help=COMMANDS["serve"])
+def serve(
+    exports: list[Path] = typer.Argument(None, help="Export folders to serve under /models/<folder name>/ (default: exports/* that hold an export)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
+    port: int = typer.Option(8000, help="TCP port."),
+):
+    _setup_logging()
+    from distilvit.server import build_site, make_server
+
+    if not exports:
+        exports = sorted(p.parent for p in Path("exports").glob("*/export_config.json"))
+    if not exports:
+        raise UserError("no export to serve: pass an export folder (e.g. `distilvit-web serve exports/tiny`)")
+    site = build_site(exports)
+    server = make_server(site, host, port)
+    typer.echo(f"serving {', '.join(site.models)} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)", err=False)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 @verify_app.command("parity", help=VERIFY_COMMANDS["parity"])

@@ -36,7 +36,7 @@ def test_file_tree_matches_the_repository():
             listed.add((folder if m.group(1) else "") + name)
     for path in listed:
         assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
-    for package in ("distilvit", "distilvit/js", "export", "quantize", "tests", "docs"):
+    for package in ("distilvit", "distilvit/js", "export", "quantize", "tests", "docs", "web-demo"):
         for f in sorted((ROOT / package).glob("*.*")):
             if f.suffix in {".py", ".md", ".js", ".mjs", ".html", ".json"} and f.name != "__init__.py":
                 assert f"{package}/{f.name}" in listed, f"{package}/{f.name} is missing from README's file tree"

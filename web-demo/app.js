@@ -1,0 +1,97 @@
+// The page: picks model, dtype and device from what the server offers, takes an image (file, drop, paste,
+// sample), and shows the caption and its time. The model itself runs in worker.js.
+const $ = (id) => document.getElementById(id);
+const worker = new Worker('worker.js', { type: 'module' });
+let models = [];
+let ready = false;
+let loadId = 0; // answers to an older load are ignored
+let pending = null; // image waiting for the model to load
+
+function status(text) { $('status').textContent = text; }
+function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
+
+worker.onmessage = ({ data }) => {
+  if (data.type === 'progress') {
+    $('progress').hidden = false;
+    $('progress-bar').style.width = `${Math.round(data.progress ?? 0)}%`;
+    $('progress-text').textContent = `${data.file} ${Math.round(data.progress ?? 0)}%`;
+  } else if (data.type === 'ready') {
+    if (data.id !== loadId) return;
+    ready = true;
+    $('progress').hidden = true;
+    status(`Model loaded in ${(data.ms / 1000).toFixed(1)} s.`);
+    if (pending) { const image = pending; pending = null; caption(image); }
+  } else if (data.type === 'caption') {
+    $('progress').hidden = true;
+    $('caption').textContent = data.text;
+    $('timing').textContent = `(${Math.round(data.ms)} ms)`;
+    status('');
+  } else if (data.type === 'error') {
+    $('progress').hidden = true;
+    showError(data.message);
+    status('');
+  }
+};
+
+function load() {
+  const model = models.find((m) => m.name === $('model').value);
+  if (!model) return;
+  const dtype = $('dtype').value;
+  if (!model.dtypes.includes(dtype)) { showError(`${model.name} has no ${dtype} files.`); return; }
+  const device = $('device').value;
+  if (device === 'webgpu' && !navigator.gpu) { showError('This browser has no WebGPU; choose WASM.'); return; }
+  ready = false;
+  showError('');
+  status(`Loading ${model.name} (${dtype}, ${device})...`);
+  worker.postMessage({ type: 'load', id: ++loadId, model: model.name, layout: model.layout, dtype, device });
+}
+
+function fillDtypes() {
+  const model = models.find((m) => m.name === $('model').value);
+  $('dtype').replaceChildren(...model.dtypes.map((d) => new Option(d, d, d === model.default_dtype, d === model.default_dtype)));
+}
+
+function caption(blob) {
+  showError('');
+  if (!blob.type.startsWith('image/')) { showError(`"${blob.name ?? 'That file'}" is not an image.`); return; }
+  $('preview').src = URL.createObjectURL(blob);
+  $('result').hidden = false;
+  $('caption').textContent = '';
+  $('timing').textContent = '';
+  if (!ready) { pending = blob; status('Waiting for the model...'); return; }
+  status('Captioning...');
+  worker.postMessage({ type: 'caption', image: blob });
+}
+
+async function start() {
+  if (!navigator.gpu) $('device').querySelector('[value=webgpu]').disabled = true;
+  try {
+    models = (await (await fetch('/models/index.json')).json()).models;
+  } catch {
+    models = [];
+  }
+  if (!models.length) {
+    showError('No model is served. Start the server with an export: distilvit-web serve exports/tiny');
+    return;
+  }
+  $('model').replaceChildren(...models.map((m) => new Option(`${m.name} (${m.layout})`, m.name)));
+  fillDtypes();
+  $('model').onchange = () => { fillDtypes(); load(); };
+  $('dtype').onchange = load;
+  $('device').onchange = load;
+  $('file').onchange = (e) => e.target.files[0] && caption(e.target.files[0]);
+  const drop = $('drop');
+  drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
+  drop.ondragleave = () => drop.classList.remove('over');
+  drop.ondrop = (e) => { e.preventDefault(); drop.classList.remove('over'); e.dataTransfer.files[0] && caption(e.dataTransfer.files[0]); };
+  document.onpaste = (e) => { const f = [...e.clipboardData.files][0]; if (f) caption(f); };
+  for (const name of ['example-0.png', 'example-1.png', 'example-2.png', 'example-3.png']) {
+    const button = document.createElement('button');
+    button.innerHTML = `<img src="samples/${name}" alt="sample ${name}">`;
+    button.onclick = async () => caption(await (await fetch(`samples/${name}`)).blob());
+    $('samples').append(button);
+  }
+  load();
+}
+
+start();
