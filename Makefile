@@ -26,12 +26,8 @@ $(BIN)/distilvit-web: pyproject.toml
 
 setup: $(BIN)/distilvit-web ## Create .venv and install the package with test dependencies
 
-quickstart: setup ## Offline main job: train the tiny preset, export it (fp32 + q8), verify parity, caption examples
-	$(BIN)/distilvit-web train --preset tiny --dataset synthetic --output-dir runs/tiny
-	test -f exports/tiny/export_config.json || $(BIN)/distilvit-web export runs/tiny --output exports/tiny --quantize q8
-	$(BIN)/distilvit-web verify parity exports/tiny --report exports/tiny-parity.json
-	$(BIN)/python -m distilvit.examples runs/tiny/examples
-	$(BIN)/distilvit-web caption runs/tiny runs/tiny/examples/*.png
+quickstart: setup ## Offline main job: train the tiny preset, export it (fp32 + q8), verify parity, serve the demo
+	$(BIN)/distilvit-web quickstart --serve
 
 test: setup ## Run the test suite (offline, CPU)
 	$(BIN)/python -m pytest -q

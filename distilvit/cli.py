@@ -18,14 +18,16 @@ import typer
 from distilvit.errors import UserError
 
 COMMANDS = {
+    "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
     "train": "Train the captioner (frozen SigLIP + projector + LoRA on a Llama decoder) and merge it.",
     "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
     "caption": "Caption images with a merged model (PyTorch).",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
+    "upload": "Upload an export folder to a Hugging Face Hub model repo (its README.md is the model card).",
     "verify": "Checks of an export against the PyTorch model it came from.",
-    "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded).",
+    "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded); alone: caption latency of every runtime vs the machine's floor.",
 }
 VERIFY_COMMANDS = {
     "parity": "Caption the same images with PyTorch, onnxruntime and transformers.js for every dtype; report where and how much they differ.",
@@ -44,7 +46,7 @@ app = typer.Typer(
 
 verify_app = typer.Typer(help=COMMANDS["verify"], no_args_is_help=True)
 app.add_typer(verify_app, name="verify", help=COMMANDS["verify"])
-bench_app = typer.Typer(help=COMMANDS["bench"], no_args_is_help=True)
+bench_app = typer.Typer(help=COMMANDS["bench"])
 app.add_typer(bench_app, name="bench", help=COMMANDS["bench"])
 
 
@@ -68,6 +70,28 @@ def _split_values(values: Optional[list[str]]) -> Optional[list[str]]:
     if not values:
         return None
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@app.command(help=COMMANDS["quickstart"])
+def quickstart(
+    workdir: Path = typer.Option(Path("."), help="Where runs/tiny, exports/tiny and parity.json go; finished stages are reused."),
+    serve: bool = typer.Option(False, "--serve", help="Serve the demo with the export at the end (Ctrl+C stops)."),
+    port: int = typer.Option(8000, help="Port for --serve."),
+):
+    _setup_logging()
+    from distilvit.quickstart import run_quickstart
+
+    result = run_quickstart(workdir)
+    typer.echo(f"trained model: {result['run']}/merged (test exact match {result['exact_match']:.3f})")
+    typer.echo(result["parity_table"])
+    typer.echo(f"parity {'passed' if result['parity_passed'] else 'FAILED'}; report {result['report']}")
+    command = f"distilvit-web serve {result['export']} --port {port}"
+    if not result["parity_passed"]:
+        raise typer.Exit(1)
+    if serve:
+        serve_exports([result["export"]], "127.0.0.1", port)
+    else:
+        typer.echo(f"next: {command}   (then open http://127.0.0.1:{port}/)")
 
 
 @app.command(help=COMMANDS["train"])
@@ -218,12 +242,16 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
 ):
     _setup_logging()
-    from distilvit.server import build_site, make_server
-
     if not exports:
         exports = sorted(p.parent for p in Path("exports").glob("*/export_config.json"))
     if not exports:
         raise UserError("no export to serve: pass an export folder (e.g. `distilvit-web serve exports/tiny`)")
+    serve_exports(exports, host, port)
+
+
+def serve_exports(exports: list[Path], host: str, port: int) -> None:
+    from distilvit.server import build_site, make_server
+
     site = build_site(exports)
     server = make_server(site, host, port)
     typer.echo(f"serving {', '.join(site.models)} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)", err=False)
@@ -234,6 +262,23 @@ def serve(
         pass
     finally:
         server.server_close()
+
+
+@app.command(help=COMMANDS["upload"])
+def upload(
+    export_dir: Path = typer.Argument(..., help="An export folder written by `distilvit-web export`."),
+    repo_id: str = typer.Option(..., help="The Hub model repo, ORG/NAME (created if missing)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded; touch no network."),
+):
+    _setup_logging()
+    from distilvit.upload import upload as run_upload
+
+    result = run_upload(export_dir, repo_id, private, dry_run)
+    for name, size in result["files"]:
+        typer.echo(f"  {name:50s} {size / 1e6:9.2f} MB")
+    total = f"{len(result['files'])} files, {result['bytes'] / 1e6:.1f} MB"
+    typer.echo(f"would upload {total} to {repo_id}" if dry_run else f"uploaded {total} to {result['url']}")
 
 
 @verify_app.command("parity", help=VERIFY_COMMANDS["parity"])
@@ -270,6 +315,29 @@ def verify_parity(
         typer.echo(f"parity FAILED for {', '.join(failed)}", err=True)
         raise typer.Exit(1)
     typer.echo("parity passed")
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    workdir: Path = typer.Option(Path("runs/bench"), help="Where the real-size model and its export are built (reused when present)."),
+    tokens: int = typer.Option(20, help="Generated tokens per caption (EOS ignored)."),
+    repeats: int = typer.Option(3, help="Timed captions per runtime (median reported), after one warm-up."),
+    output: Path = typer.Option(Path("docs/benchmarks.md"), help="The Markdown report; the plot and the JSON go beside it."),
+):
+    if ctx.invoked_subcommand is not None:
+        return
+    _setup_logging()
+    from distilvit import bench_report
+    from distilvit.bench_runtime import run_bench
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    report = run_bench(workdir, tokens, repeats)
+    plot = output.with_suffix(".png")
+    bench_report.plot(report, plot)
+    output.write_text(bench_report.markdown(report, plot.name))
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    typer.echo(output.read_text())
 
 
 @bench_app.command("train", help=BENCH_COMMANDS["train"])

@@ -18,6 +18,7 @@ is created. This module knows nothing about the CLI, ONNX or browsers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -142,7 +143,7 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> str:
         if resume:
             raise UserError(f"nothing to resume: {out} holds no training run")
         return "fresh"
-    saved = TrainConfig.load(out)
+    saved = dataclasses.replace(TrainConfig.load(out), output_dir=config.output_dir)  # a moved run is the same run
     if saved != config:
         diff = {k: (v, getattr(config, k)) for k, v in saved.to_json().items() if getattr(config, k) != v}
         raise UserError(f"{out} holds a run with other settings (saved vs now: {diff}); "

@@ -18,3 +18,19 @@ def test_tiny_preset_reaches_exact_match_0_8(trained_tiny):
     result = json.loads((trained_tiny / "eval.json").read_text())
     assert result["num_images"] == 200
     assert result["exact_match"] >= 0.8, result["examples"]
+
+
+def test_quickstart_reuses_the_run_and_ends_with_parity(trained_tiny, tmp_path):
+    """`quickstart` on a workdir whose run is already trained: training is skipped, export and parity run."""
+    import shutil
+
+    from distilvit.quickstart import run_quickstart
+
+    shutil.copytree(trained_tiny, tmp_path / "runs" / "tiny")
+    result = run_quickstart(tmp_path)
+    assert result["parity_passed"]
+    assert (tmp_path / "exports/tiny/onnx/decoder_model_merged_quantized.onnx").is_file()
+    assert (tmp_path / "parity.json").is_file() and (tmp_path / "parity.md").is_file()
+    assert "transformers.js  fp32" in result["parity_table"]
+    again = run_quickstart(tmp_path)  # everything reused
+    assert again["export"] == result["export"]

@@ -1,7 +1,8 @@
 // Time captions with stock transformers.js in Node: a fixed number of generated tokens (EOS ignored through
 // min_new_tokens), median over repeats, and the same with one token (vision encoder + prefill only).
 // Input (stdin, JSON): {model_dir, dtype, image, tokens, repeats}
-// Output (stdout, JSON): {load_ms, caption_ms: [...], first_token_ms: [...], median_caption_ms, median_first_token_ms}
+// Output (stdout, JSON): {load_ms, caption_ms: [...], first_token_ms: [...], median_caption_ms, median_first_token_ms,
+//                         peak_mib (resident memory added since before the model loaded, sampled after each caption)}
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { env, pipeline } from '@huggingface/transformers';
@@ -10,6 +11,8 @@ const request = JSON.parse(readFileSync(0, 'utf8'));
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = path.dirname(path.resolve(request.model_dir)) + path.sep;
+const startRss = process.memoryUsage().rss; // before the model loads
+let peakRss = startRss;
 const started = performance.now();
 const captioner = await pipeline('image-to-text', path.basename(path.resolve(request.model_dir)), { dtype: request.dtype, device: 'cpu' });
 const loadMs = performance.now() - started;
@@ -17,6 +20,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const time = async (tokens) => {
   const t0 = performance.now();
   await captioner(request.image, { max_new_tokens: tokens, min_new_tokens: tokens });
+  peakRss = Math.max(peakRss, process.memoryUsage().rss);
   return performance.now() - t0;
 };
 await time(request.tokens); // warm-up
@@ -26,4 +30,4 @@ for (let i = 0; i < request.repeats; i++) {
   first.push(await time(1));
 }
 process.stdout.write(JSON.stringify({ load_ms: loadMs, caption_ms: caption, first_token_ms: first,
-  median_caption_ms: median(caption), median_first_token_ms: median(first) }));
+  median_caption_ms: median(caption), median_first_token_ms: median(first), peak_mib: (peakRss - startRss) / 2 ** 20 }));

@@ -1,0 +1,222 @@
+"""`distilvit-web bench`: caption latency of the real-size architecture in every runtime, against the machine's floor.
+
+The model is the real preset's shape (SigLIP-base/16 + SmolLM-135M) with random weights, built from configs and
+exported here (nothing downloaded). One 224 px image, exactly `tokens` generated tokens (EOS ignored):
+  PyTorch eager fp32   the baseline a user has without this toolkit (`generate`-equivalent loop with a KV cache)
+  onnxruntime          fp32, fp16, q8, q4 graphs of the pipeline layout (`export/ort_generate.time_caption`)
+  transformers.js      q8 and q4 in Node (`js/bench.mjs`)
+split into vision encoder, prefill and per-token decode where the runtime allows, with the resident memory each
+runtime adds while loading and running the model (each in a fresh process).
+The floor, measured on the same machine: per token >= decoder bytes / memory bandwidth; encoder and prefill >=
+their FLOPs / matmul FLOP/s. This module measures and reports; it knows nothing about training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from distilvit.export import constants as C
+
+log = logging.getLogger(__name__)
+
+
+class PeakMemory:
+    """Peak resident memory of this process (or another pid) while the block runs, in MiB above the start."""
+
+    def __init__(self, pid: int | None = None):
+        self.process = psutil.Process(pid or os.getpid())
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.start = self.process.memory_info().rss
+        self.peak = self.start
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+def measure_floor(repeats: int = 5) -> dict:
+    """Memory bandwidth (GB/s, bytes read + written by a large copy) and fp32 matmul GFLOP/s of this machine."""
+    src = np.ones(64 * 2**20, dtype=np.float32)  # 256 MiB
+    dst = np.empty_like(src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    torch.mm(a, b)
+    mm = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return {"memory_bandwidth_gbs": 2 * src.nbytes / best / 1e9, "matmul_gflops": 2 * 1024**3 / mm / 1e9,
+            "threads": torch.get_num_threads()}
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def model_flops(config) -> dict:
+    """Multiply-add FLOPs of the vision encoder and of the prefill (prefix + BOS, last-position logits)."""
+    v, t = config.vision_config, config.text_config
+    n = config.image_seq_length
+    vision_linear = v.num_hidden_layers * (4 * v.hidden_size**2 + 2 * v.hidden_size * v.intermediate_size)
+    vision = 2 * n * vision_linear + v.num_hidden_layers * 4 * n * n * v.hidden_size
+    projector = 2 * n * (v.hidden_size * t.hidden_size + t.hidden_size**2)
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    kv = t.num_key_value_heads * head_dim
+    layer = 2 * t.hidden_size**2 + 2 * t.hidden_size * kv + 3 * t.hidden_size * t.intermediate_size
+    p = n + 1
+    prefill = 2 * p * t.num_hidden_layers * layer + t.num_hidden_layers * 4 * p * p * t.hidden_size + 2 * t.hidden_size * t.vocab_size
+    return {"encoder": vision + projector, "prefill": prefill}
+
+
+def isolated(fn, *args):
+    """Run `fn(*args)` in a fresh process, so its peak memory is its own and not what earlier runtimes left."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def bench_pytorch_model(model_dir: Path, pixel_values: np.ndarray, tokens: int, repeats: int) -> dict:
+    """Load the merged model and time it (median of `repeats` after a warm-up); peak memory includes the load."""
+    from transformers import AutoModelForImageTextToText
+
+    with PeakMemory() as memory:
+        model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+        pixels = torch.from_numpy(pixel_values)
+        bench_pytorch(model, pixels, tokens)
+        runs = [bench_pytorch(model, pixels, tokens) for _ in range(repeats)]
+    return {**_median(runs), "peak_mib": memory.mib}
+
+
+def bench_pytorch(model, pixel_values: torch.Tensor, tokens: int) -> dict:
+    """Eager fp32 PyTorch: vision features, prefill with a cache, then one token at a time."""
+    from transformers import DynamicCache
+
+    from distilvit.export.graphs import vision_features
+
+    cfg = model.config
+    n = cfg.image_seq_length
+    ids = torch.tensor([[cfg.image_token_index] * n + [0]])
+    with torch.no_grad(), PeakMemory() as memory:
+        t0 = time.perf_counter()
+        features = vision_features(model, pixel_values)
+        t1 = time.perf_counter()
+        embeds = model.get_input_embeddings()(ids)
+        embeds[:, :n] = features
+        cache = DynamicCache()
+        out = model.model.language_model(inputs_embeds=embeds, cache=cache, use_cache=True)
+        nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+        t2 = time.perf_counter()
+        for _ in range(tokens - 1):
+            out = model.model.language_model(input_ids=nxt, cache=out.cache, use_cache=True)
+            nxt = model.lm_head(out.last_hidden_state[:, -1:]).argmax(-1)
+        t3 = time.perf_counter()
+    return {"encoder_ms": (t1 - t0) * 1e3, "prefill_ms": (t2 - t1) * 1e3,
+            "per_token_ms": (t3 - t2) * 1e3 / max(tokens - 1, 1), "total_ms": (t3 - t0) * 1e3, "peak_mib": memory.mib}
+
+
+def _median(runs: list[dict]) -> dict:
+    return {k: statistics.median(r[k] for r in runs if r.get(k) is not None) for k in runs[0] if runs[0].get(k) is not None}
+
+
+def bench_onnxruntime(export_dir: Path, dtype: str, pixel_values: np.ndarray, tokens: int, repeats: int) -> dict:
+    from distilvit.export.ort_generate import OrtCaptioner, time_caption
+
+    with PeakMemory() as memory:
+        captioner = OrtCaptioner(export_dir, dtype)
+        time_caption(captioner, pixel_values, tokens)  # warm-up
+        runs = [time_caption(captioner, pixel_values, tokens) for _ in range(repeats)]
+    return {**_median(runs), "peak_mib": memory.mib}
+
+
+def bench_transformers_js(export_dir: Path, dtype: str, image: Path, tokens: int, repeats: int) -> dict:
+    from distilvit import node_runtime
+
+    out = node_runtime.run_script("bench.mjs", {"model_dir": str(Path(export_dir).resolve()), "dtype": dtype,
+                                                "image": str(Path(image).resolve()), "tokens": tokens, "repeats": repeats})
+    total, first = out["median_caption_ms"], out["median_first_token_ms"]
+    return {"first_token_ms": first, "per_token_ms": (total - first) / max(tokens - 1, 1), "total_ms": total,
+            "peak_mib": out["peak_mib"]}
+
+
+def decoder_bytes(export_dir: Path, dtype: str) -> int:
+    path = Path(export_dir) / C.onnx_file("decoder_model_merged", dtype)
+    return path.stat().st_size
+
+
+def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
+              js_dtypes=("q8", "q4")) -> dict:
+    """Build and export the real-size model under `workdir` (reused when present) and measure every runtime."""
+    from PIL import Image
+
+    from distilvit.export.exporter import export_model
+    from distilvit.realsize import save_realsize_merged
+
+    workdir = Path(workdir)
+    merged, export_dir = workdir / "realsize-merged", workdir / "realsize-export"
+    if not (merged / "config.json").is_file():
+        log.info("building the real-size architecture with random weights in %s", merged)
+        save_realsize_merged(merged)
+    if not (export_dir / C.EXPORT_CONFIG).is_file():
+        log.info("exporting it (fp32, fp16, q8, q4) to %s", export_dir)
+        export_model(merged, export_dir, quantize="fp16,q8,q4", agreement_images=0)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((224, 224, 3)) * 255).astype("uint8"))
+    image_path = workdir / "bench-image.png"
+    image.save(image_path)
+    from transformers import AutoConfig, AutoImageProcessor
+
+    pixels = AutoImageProcessor.from_pretrained(export_dir)(images=[image], return_tensors="np")["pixel_values"]
+    floor = measure_floor()
+    flops = model_flops(AutoConfig.from_pretrained(merged))
+    results = []
+    log.info("PyTorch eager fp32")
+    results.append({"runtime": "PyTorch eager", "dtype": "fp32",
+                    **isolated(bench_pytorch_model, merged, pixels, tokens, repeats)})
+    for dtype in ort_dtypes:
+        log.info("onnxruntime %s", dtype)
+        results.append({"runtime": "onnxruntime", "dtype": dtype,
+                        **isolated(bench_onnxruntime, export_dir, dtype, pixels, tokens, repeats)})
+    for dtype in js_dtypes:
+        log.info("transformers.js %s", dtype)
+        results.append({"runtime": "transformers.js", "dtype": dtype,
+                        **bench_transformers_js(export_dir, dtype, image_path, tokens, repeats)})
+    sizes = {}
+    for dtype in ("fp32",) + tuple(ort_dtypes):
+        sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}
+    floors = {
+        "encoder_ms": flops["encoder"] / (floor["matmul_gflops"] * 1e9) * 1e3,
+        "prefill_ms": flops["prefill"] / (floor["matmul_gflops"] * 1e9) * 1e3,
+        "per_token_ms": {d: decoder_bytes(export_dir, d) / (floor["memory_bandwidth_gbs"] * 1e9) * 1e3
+                         for d in sizes},
+    }
+    from distilvit.provenance import stamp
+
+    return {"tokens": tokens, "repeats": repeats, "machine": floor, "flops": flops, "floor": floors,
+            "sizes_bytes": sizes, "results": results, **stamp()}

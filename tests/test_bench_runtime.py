@@ -1,0 +1,58 @@
+"""`distilvit-web bench` pieces on the tiny model (the full real-size run takes minutes: docs/benchmarks.md):
+the floor measurements, FLOP counts against a direct count, each runtime's timing, and the report."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForImageTextToText
+
+from distilvit import bench_report
+from distilvit.bench_runtime import PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops
+from distilvit.export.exporter import export_model
+
+
+def test_floor_is_measured():
+    floor = measure_floor(repeats=2)
+    assert floor["memory_bandwidth_gbs"] > 0.1 and floor["matmul_gflops"] > 0.1
+
+
+def test_flops_match_a_count_of_the_linear_layers(short_run):
+    model = AutoModelForImageTextToText.from_pretrained(short_run / "merged")
+    cfg = model.config
+    n = cfg.image_seq_length
+    vision_linear = sum(m.weight.numel() for m in model.model.vision_tower.encoder.modules() if isinstance(m, torch.nn.Linear))
+    projector = sum(m.weight.numel() for m in model.model.multi_modal_projector.modules() if isinstance(m, torch.nn.Linear))
+    attention = cfg.vision_config.num_hidden_layers * 4 * n * n * cfg.vision_config.hidden_size
+    assert model_flops(cfg)["encoder"] == 2 * n * (vision_linear + projector) + attention
+
+
+def test_runtimes_report_stages_and_memory(short_run, tmp_path):
+    model = AutoModelForImageTextToText.from_pretrained(short_run / "merged").eval()
+    pixels = torch.randn(1, 3, 64, 64)
+    torch_times = bench_pytorch(model, pixels, tokens=4)
+    export_model(short_run, tmp_path / "export", agreement_images=0)
+    ort_times = bench_onnxruntime(tmp_path / "export", "fp32", pixels.numpy(), tokens=4, repeats=2)
+    for times in (torch_times, ort_times):
+        assert times["total_ms"] >= times["encoder_ms"] + times["prefill_ms"] > 0
+        assert times["peak_mib"] >= 0
+
+    report = {"tokens": 4, "repeats": 2, "machine": measure_floor(2), "flops": model_flops(model.config),
+              "floor": {"encoder_ms": 1.0, "prefill_ms": 1.0, "per_token_ms": {"fp32": 0.1}},
+              "sizes_bytes": {"fp32": {"encoder_model": 1, "decoder_model_merged": 2}},
+              "results": [{"runtime": "PyTorch eager", "dtype": "fp32", **torch_times},
+                          {"runtime": "onnxruntime", "dtype": "fp32", **ort_times}],
+              "platform": "test", "created": "now"}
+    text = bench_report.markdown(report, "plot.png")
+    assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text
+    bench_report.plot(report, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory() as memory:
+        block = bytearray(64 * 2**20)
+        block[::4096] = b"x" * len(block[::4096])
+        import time
+
+        time.sleep(0.05)
+    assert memory.mib > 32
