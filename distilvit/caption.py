@@ -57,8 +57,12 @@ class Captioner:
         return captions
 
 
-def resolve_model_dir(model_dir: Path) -> Path:
-    """A merged model folder, given either that folder or a training run holding `merged/`."""
+def resolve_model_dir(model_dir: Path, merge_if_needed: bool = False) -> Path:
+    """A merged model folder, given either that folder or a training run holding `merged/`.
+
+    With `merge_if_needed`, a run without `merged/` has its adapter merged first (what `export` does);
+    otherwise that is a UserError saying how to finish the run.
+    """
     model_dir = Path(model_dir)
     if not model_dir.exists():
         raise UserError(f"model folder {model_dir} does not exist")
@@ -67,9 +71,13 @@ def resolve_model_dir(model_dir: Path) -> Path:
     if (model_dir / MERGED_DIR / "config.json").is_file():
         return model_dir / MERGED_DIR
     if (model_dir / "train_config.json").is_file():
+        if merge_if_needed:
+            from distilvit.merge import merge_run
+
+            return merge_run(model_dir)
         raise UserError(f"{model_dir} is a training run without {MERGED_DIR}/; finish it with `distilvit-web train "
                         f"--output-dir {model_dir} --resume` or merge a checkpoint with `distilvit-web merge {model_dir}`")
-    raise UserError(f"{model_dir} holds neither a model (config.json) nor a training run (train_config.json)")
+    raise UserError(f"{model_dir} is not a model: it holds neither config.json nor a training run (train_config.json)")
 
 
 def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:

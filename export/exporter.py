@@ -25,6 +25,7 @@ import torch
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, LlavaForConditionalGeneration
 
 from distilvit.atomic import atomic_dir
+from distilvit.caption import resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.card import write_card
@@ -74,23 +75,6 @@ def parse_quantize(spec: str | None, layout: C.Layout) -> QuantizePlan:
         for g in graphs:
             mix.setdefault(g, "fp32")
     return QuantizePlan(dtypes, mix)
-
-
-def resolve_model(model_dir: Path) -> Path:
-    """The merged model folder for `model_dir`, merging a run's adapter first when the run has no merged/."""
-    model_dir = Path(model_dir)
-    if not model_dir.exists():
-        raise UserError(f"model folder {model_dir} does not exist")
-    if (model_dir / "config.json").is_file():
-        return model_dir
-    if (model_dir / "merged" / "config.json").is_file():
-        return model_dir / "merged"
-    if (model_dir / "train_config.json").is_file():
-        from distilvit.merge import merge_run
-
-        log.info("%s has no merged/: merging its adapter first", model_dir)
-        return merge_run(model_dir)
-    raise UserError(f"{model_dir} is not a model: it holds neither config.json nor a training run (train_config.json)")
 
 
 def load_model(path: Path) -> LlavaForConditionalGeneration:
@@ -157,7 +141,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
-    source = resolve_model(model_dir)
+    source = resolve_model_dir(model_dir, merge_if_needed=True)
     model = load_model(source)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()

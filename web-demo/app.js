@@ -79,7 +79,10 @@ async function start() {
   $('model').onchange = () => { fillDtypes(); load(); };
   $('dtype').onchange = load;
   $('device').onchange = load;
-  $('file').onchange = (e) => e.target.files[0] && caption(e.target.files[0]);
+  $('file').onchange = (e) => {
+    if (e.target.files[0]) caption(e.target.files[0]);
+    e.target.value = ''; // choosing the same file again must caption again
+  };
   const drop = $('drop');
   drop.ondragover = (e) => { e.preventDefault(); drop.classList.add('over'); };
   drop.ondragleave = () => drop.classList.remove('over');

@@ -4,17 +4,14 @@
 // Output (stdout, JSON): {load_ms, caption_ms: [...], first_token_ms: [...], median_caption_ms, median_first_token_ms,
 //                         peak_mib (resident memory added since before the model loaded, sampled after each caption)}
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { env, pipeline } from '@huggingface/transformers';
+import { pipeline } from '@huggingface/transformers';
+import { useLocalModel } from './offline.mjs';
 
 const request = JSON.parse(readFileSync(0, 'utf8'));
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.localModelPath = path.dirname(path.resolve(request.model_dir)) + path.sep;
 const startRss = process.memoryUsage().rss; // before the model loads
 let peakRss = startRss;
 const started = performance.now();
-const captioner = await pipeline('image-to-text', path.basename(path.resolve(request.model_dir)), { dtype: request.dtype, device: 'cpu' });
+const captioner = await pipeline('image-to-text', useLocalModel(request.model_dir), { dtype: request.dtype, device: 'cpu' });
 const loadMs = performance.now() - started;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const time = async (tokens) => {

@@ -3,14 +3,11 @@
 // Output (stdout, JSON): {load_ms, results: [{image, caption, ms}]}
 // It knows nothing about PyTorch: it is the client a user's page or app runs.
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { env, pipeline, AutoProcessor, AutoModelForImageTextToText, RawImage } from '@huggingface/transformers';
+import { pipeline, AutoProcessor, AutoModelForImageTextToText, RawImage } from '@huggingface/transformers';
+import { useLocalModel } from './offline.mjs';
 
 const request = JSON.parse(readFileSync(0, 'utf8'));
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.localModelPath = path.dirname(path.resolve(request.model_dir)) + path.sep;
-const modelId = path.basename(path.resolve(request.model_dir));
+const modelId = useLocalModel(request.model_dir);
 const options = { dtype: request.dtype, device: 'cpu' };
 const maxNewTokens = request.max_new_tokens;
 

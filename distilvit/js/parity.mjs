@@ -5,14 +5,11 @@
 //                       max_new_tokens}
 // Output (stdout, JSON): {load_ms, results: [{image, end_to_end: [ids], model: [ids] | null, ms}]}
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '@huggingface/transformers';
+import { AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '@huggingface/transformers';
+import { useLocalModel } from './offline.mjs';
 
 const request = JSON.parse(readFileSync(0, 'utf8'));
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.localModelPath = path.dirname(path.resolve(request.model_dir)) + path.sep;
-const modelId = path.basename(path.resolve(request.model_dir));
+const modelId = useLocalModel(request.model_dir);
 const options = { dtype: request.dtype, device: 'cpu' };
 const pipelineLayout = request.layout === 'pipeline';
 
