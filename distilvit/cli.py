@@ -371,7 +371,7 @@ def bench_train(
 def main() -> None:
     """Console-script entry point: user errors become one line and exit status 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -385,6 +385,8 @@ def main() -> None:
             err.show()
             sys.exit(err.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
