@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +179,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
     if not config.builds_tiny_models:
         check_encoder(config.encoder_model)
         check_decoder(config.decoder_model)
-    with _main_first(state):
+    with state.main_process_first() if state is not None else nullcontext():
         splits = load_caption_splits(list(config.datasets), sample=config.sample, seed=config.seed,
                                      num_proc=config.num_proc, synthetic_sizes=config.synthetic_sizes)
     if state is not None:
@@ -198,25 +200,43 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
 
 
 def _distributed_state(run_plan: devices.TrainPlan):
-    """accelerate's process state (process group initialised) when launched as several processes, else None."""
+    """The process group of a torchrun / accelerate launch (initialised here with the plan's backend), else None."""
     if run_plan.world_size == 1:
         return None
-    from accelerate import PartialState
-
-    return PartialState(backend=run_plan.backend, cpu=run_plan.device == "cpu")
+    return _ProcessGroup(run_plan)
 
 
-class _main_first:
-    """`state.main_process_first()`, or nothing when single-process."""
+class _ProcessGroup:
+    """Rank, barrier and main-first ordering on the torch.distributed group the Trainer then reuses.
 
-    def __init__(self, state):
-        self.ctx = state.main_process_first() if state is not None else None
+    accelerate's PartialState was used first, but on a machine with a CUDA GPU its barrier passed
+    `device_ids=[local_rank]` even for CPU processes on Gloo ("CUDA error: invalid device ordinal" on rank 1,
+    accelerate 1.15, torch 2.11, H100 machine, 2026-11-25); this barrier names a device only for NCCL.
+    """
 
-    def __enter__(self):
-        return self.ctx.__enter__() if self.ctx else None
+    def __init__(self, run_plan: devices.TrainPlan):
+        import torch.distributed as dist
 
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx else False
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.backend = run_plan.backend
+        if self.backend == "nccl":
+            torch.cuda.set_device(self.local_rank)
+        if not dist.is_initialized():
+            dist.init_process_group(backend=self.backend)
+        self.is_main_process = dist.get_rank() == 0
+
+    def wait_for_everyone(self) -> None:
+        import torch.distributed as dist
+
+        dist.barrier(device_ids=[self.local_rank]) if self.backend == "nccl" else dist.barrier()
+
+    @contextmanager
+    def main_process_first(self):
+        if not self.is_main_process:
+            self.wait_for_everyone()
+        yield
+        if self.is_main_process:
+            self.wait_for_everyone()
 
 
 def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainPlan) -> TrainingArguments:
