@@ -91,10 +91,17 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
     return model
 
 
-def _slim(path: Path) -> None:
+def _slim(path: Path, symbolic_shapes: bool) -> None:
+    """Shrink the graph at `path` with onnxslim, in place (the caller validates it again).
+
+    `symbolic_shapes=False` for decoders: onnxslim's symbolic shape inference takes every dim to be at least 1
+    and folded the prefix decoder's empty-past switch `N * (1 - 1 // (past + 1))` to N, so the image prefix was
+    never prepended (validation: "present.0.key: shape [3, 3, 1, 64] != PyTorch [3, 3, 197, 64]", onnxslim
+    0.1.98, 2026-11-25). Without it onnxslim still runs its other passes.
+    """
     import onnxslim
 
-    model = onnxslim.slim(onnx.load_model(str(path)))
+    model = onnxslim.slim(onnx.load_model(str(path)), no_shape_infer=not symbolic_shapes)
     # onnxslim writes its own symbolic shapes for intermediate values; for the prefix decoder they claim the
     # narrowed embeddings have the new tokens' length, and onnxruntime then reuses a buffer of the wrong size
     # ("Shape mismatch attempting to re-use buffer. {1,1,128} != {1,65,128}", onnxslim 0.1.98, onnxruntime
@@ -155,7 +162,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             try:
                 checks = validate_graph(spec, model, path)
                 if slim:
-                    _slim(path)
+                    _slim(path, symbolic_shapes=not any(n.startswith("past_key_values.") for n in spec.input_names))
                     checks = validate_graph(spec, model, path)
             except ValidationError as err:
                 raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err

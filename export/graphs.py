@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DynamicCache, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
+
+from distilvit.export.llama_stack import ExportLlama
 
 
 def vision_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -56,7 +58,7 @@ class _CachedDecoder(nn.Module):
 
     def __init__(self, model: LlavaForConditionalGeneration):
         super().__init__()
-        self.language_model = model.model.language_model
+        self.stack = ExportLlama(model.model.language_model)
         self.lm_head = model.lm_head
         self.num_layers = model.config.text_config.num_hidden_layers
         self.embed = model.get_input_embeddings()
@@ -77,13 +79,8 @@ class _CachedDecoder(nn.Module):
         return hidden @ self.head_t if self.tied else self.lm_head(hidden)
 
     def _run(self, embeds, attention_mask, position_ids, past: tuple[torch.Tensor, ...]):
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)])
-        out = self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-                                  cache=cache, use_cache=True)
-        logits = self.head(out.last_hidden_state[:, -1:, :])  # [B, 1, V]: only what generation reads
-        presents = []
-        for layer in out.cache.layers:
-            presents += [layer.keys, layer.values]  # [B, kv_heads, past + T, head_dim]
+        hidden, presents = self.stack(embeds, position_ids, attention_mask, past)  # presents [B, kv, past + T, hd]
+        logits = self.head(hidden[:, -1:, :])  # [B, 1, V]: only what generation reads
         return (logits, *presents)
 
 
@@ -102,8 +99,7 @@ class PrefixDecoder(_CachedDecoder):
         x = x.narrow(1, start, prefix_len + new_len - start)  # [B, L, D], L = N + T or T
         length = x.shape[1]
         position_ids = (torch.arange(length, device=x.device) + past_len).unsqueeze(0).expand(x.shape[0], -1)  # [B, L]
-        attention_mask = torch.ones((x.shape[0], past_len + length), dtype=torch.long, device=x.device)  # [B, past + L]
-        return self._run(x, attention_mask, position_ids, past)
+        return self._run(x, None, position_ids, past)  # no padding: every position attends (causally)
 
 
 class EmbedsDecoder(_CachedDecoder):

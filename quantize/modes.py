@@ -2,8 +2,10 @@
 
     fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
            feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
-    q8     dynamic int8 quantization of MatMul/Gather weights; uint8 weights in graphs with a Conv (ONNX
-           Runtime has no ConvInteger kernel for int8 weights), as transformers.js' own conversion script does
+    q8     dynamic quantization: int8 MatMul/Gather weights, uint8 Conv weights (onnxruntime has no ConvInteger
+           kernel for int8 weights). transformers.js' conversion script makes a whole graph uint8 when it has a
+           Conv; the vision encoder then ran 3x slower here (uint8 x uint8 GEMMs miss the int8 dot-product
+           kernels: 128 ms vs 40 ms, SigLIP-base, onnxruntime 1.32, 2-core AVX512-VNNI CPU, 2026-11-25)
     int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel)
     uint8  dynamic quantization, uint8 weights
     q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights, int8 token lookups; the rest float32
@@ -64,10 +66,12 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """int8 MatMul/Gather weights; a Conv's weights (the patch embedding) uint8, in a pass of their own."""
     from onnxruntime.quantization import QuantType
 
-    weight = QuantType.QUInt8 if "Conv" in _ops(model) else QuantType.QInt8
-    return _dynamic(model, weight, ["MatMul", "Gather", "Conv"] if weight == QuantType.QUInt8 else ["MatMul", "Gather"])
+    if "Conv" in _ops(model):
+        model = _dynamic(model, QuantType.QUInt8, ["Conv"])
+    return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
 
 
 def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
