@@ -91,6 +91,10 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
     return model
 
 
+DECODER_GRAPH = ("export/llama_stack.py: q/k/v and gate/up fused MatMuls, rotary embedding once on queries and keys, "
+                 "query heads grouped per key/value head, one additive mask; last-position logits")
+
+
 def _slim(path: Path, symbolic_shapes: bool) -> None:
     """Shrink the graph at `path` with onnxslim, in place (the caller validates it again).
 
@@ -154,7 +158,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     started = time.perf_counter()
     graphs = C.GRAPHS[layout]
     with atomic_dir(output, overwrite=overwrite) as tmp:
-        validation, timings = {}, {}
+        validation, timings, slimmed = {}, {}, {}
         for spec in graph_specs(model, layout):
             t0 = time.perf_counter()
             path = tmp / C.onnx_file(spec.name, "fp32")
@@ -162,7 +166,9 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             try:
                 checks = validate_graph(spec, model, path)
                 if slim:
-                    _slim(path, symbolic_shapes=not any(n.startswith("past_key_values.") for n in spec.input_names))
+                    symbolic = not any(n.startswith("past_key_values.") for n in spec.input_names)
+                    _slim(path, symbolic_shapes=symbolic)
+                    slimmed[spec.name] = "onnxslim" if symbolic else "onnxslim without symbolic shape inference"
                     checks = validate_graph(spec, model, path)
             except ValidationError as err:
                 raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err
@@ -188,6 +194,8 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "dtypes": plan.dtypes,
             "per_graph_dtypes": plan.mix or None,
             "graphs": list(graphs),
+            "decoder_graph": DECODER_GRAPH,
+            "slimmed": slimmed,
             "onnx_opset": C.ONNX_OPSET,
             "transformers_js": C.TRANSFORMERS_JS_VERSION,
             "sizes_bytes": sizes,

@@ -47,6 +47,10 @@ def test_export_writes_exactly_the_layout_and_refuses_to_overwrite(short_run, tm
     assert saved["layout"] == layout and saved["dtypes"] == ["fp32"]
     for graph in C.GRAPHS[C.Layout(layout)]:
         assert saved["validation"][graph], graph
+    # decoders (graphs with a past) are slimmed without onnxslim's symbolic shapes, the rest with them
+    assert saved["slimmed"]["decoder_model_merged"] == "onnxslim without symbolic shape inference"
+    assert {g: m for g, m in saved["slimmed"].items() if g != "decoder_model_merged"} == \
+        {g: "onnxslim" for g in C.GRAPHS[C.Layout(layout)] if g != "decoder_model_merged"}
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == ("vision-encoder-decoder" if layout == "pipeline" else "llava")
     readme = (out / "README.md").read_text()
