@@ -50,6 +50,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class ExportLayer(nn.Module):
+    """One `LlamaDecoderLayer` (pre-norm attention + SwiGLU MLP) on the weights of `layer`; q/k/v and gate/up are
+    concatenated copies made here, the other weights are the layer's own."""
+
     def __init__(self, layer, config):
         super().__init__()
         attn, mlp = layer.self_attn, layer.mlp
