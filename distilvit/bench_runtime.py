@@ -170,9 +170,24 @@ def decoder_bytes(export_dir: Path, dtype: str) -> int:
     return path.stat().st_size
 
 
+def needs_export(export_dir: Path) -> bool:
+    """True when `export_dir` holds no finished export, or one made by different exporter code (its
+    `exporter_digest` differs from this checkout's): a benchmark must time what the exporter makes now."""
+    from distilvit.export.exporter import exporter_digest
+
+    config = Path(export_dir) / C.EXPORT_CONFIG
+    if not config.is_file():
+        return True
+    if json.loads(config.read_text()).get("exporter_digest") != exporter_digest():
+        log.info("%s was exported by other exporter code: exporting again", export_dir)
+        return True
+    return False
+
+
 def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
               js_dtypes=("q8", "q4")) -> dict:
-    """Build and export the real-size model under `workdir` (reused when present) and measure every runtime."""
+    """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
+    and measure every runtime."""
     from PIL import Image
 
     from distilvit.export.exporter import export_model
@@ -183,9 +198,9 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     if not (merged / "config.json").is_file():
         log.info("building the real-size architecture with random weights in %s", merged)
         save_realsize_merged(merged)
-    if not (export_dir / C.EXPORT_CONFIG).is_file():
+    if needs_export(export_dir):
         log.info("exporting it (fp32, fp16, q8, q4) to %s", export_dir)
-        export_model(merged, export_dir, quantize="fp16,q8,q4", agreement_images=0)
+        export_model(merged, export_dir, quantize="fp16,q8,q4", agreement_images=0, overwrite=True)
     rng = np.random.default_rng(0)
     image = Image.fromarray((rng.random((224, 224, 3)) * 255).astype("uint8"))
     image_path = workdir / "bench-image.png"

@@ -320,7 +320,7 @@ def verify_parity(
 @bench_app.callback(invoke_without_command=True)
 def bench(
     ctx: typer.Context,
-    workdir: Path = typer.Option(Path("runs/bench"), help="Where the real-size model and its export are built (reused when present)."),
+    workdir: Path = typer.Option(Path("runs/bench"), help="Where the real-size model and its export are built (reused when present; the export is redone when the exporter code changed)."),
     tokens: int = typer.Option(20, help="Generated tokens per caption (EOS ignored)."),
     repeats: int = typer.Option(3, help="Timed captions per runtime (median reported), after one warm-up."),
     output: Path = typer.Option(Path("docs/benchmarks.md"), help="The Markdown report; the plot and the JSON go beside it."),

@@ -95,6 +95,19 @@ DECODER_GRAPH = ("export/llama_stack.py: q/k/v and gate/up fused MatMuls, rotary
                  "query heads grouped per key/value head, one additive mask; last-position logits")
 
 
+def exporter_digest() -> str:
+    """sha256 over the exporter's own source files (export/ and quantize/): equal digests, same export code."""
+    import hashlib
+
+    from distilvit import quantize
+
+    digest = hashlib.sha256()
+    for folder in (Path(__file__).parent, Path(quantize.__file__).parent):
+        for path in sorted(folder.glob("*.py")):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _slim(path: Path, symbolic_shapes: bool) -> None:
     """Shrink the graph at `path` with onnxslim, in place (the caller validates it again).
 
@@ -195,6 +208,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "per_graph_dtypes": plan.mix or None,
             "graphs": list(graphs),
             "decoder_graph": DECODER_GRAPH,
+            "exporter_digest": exporter_digest(),
             "slimmed": slimmed,
             "onnx_opset": C.ONNX_OPSET,
             "transformers_js": C.TRANSFORMERS_JS_VERSION,

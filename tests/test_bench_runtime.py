@@ -3,12 +3,15 @@ the floor measurements, FLOP counts against a direct count, each runtime's timin
 
 from __future__ import annotations
 
+import json
+
 import torch
 from transformers import AutoModelForImageTextToText
 
 from distilvit import bench_report
-from distilvit.bench_runtime import PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops
-from distilvit.export.exporter import export_model
+from distilvit.bench_runtime import PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops, needs_export
+from distilvit.export import constants as C
+from distilvit.export.exporter import export_model, exporter_digest
 
 
 def test_floor_is_measured():
@@ -56,3 +59,14 @@ def test_peak_memory_sees_an_allocation():
 
         time.sleep(0.05)
     assert memory.mib > 32
+
+
+def test_an_export_from_other_exporter_code_is_made_again(tmp_path):
+    """The bench reuses its real-size export only when this checkout's exporter made it."""
+    assert needs_export(tmp_path / "missing")
+    (tmp_path / C.EXPORT_CONFIG).write_text(json.dumps({"exporter_digest": exporter_digest()}))
+    assert not needs_export(tmp_path)
+    (tmp_path / C.EXPORT_CONFIG).write_text(json.dumps({"exporter_digest": "0" * 64}))
+    assert needs_export(tmp_path)
+    (tmp_path / C.EXPORT_CONFIG).write_text(json.dumps({}))  # made before digests were recorded
+    assert needs_export(tmp_path)

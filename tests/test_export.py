@@ -14,7 +14,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from distilvit.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export import constants as C
-from distilvit.export.exporter import export_model, parse_quantize
+from distilvit.export.exporter import export_model, exporter_digest, parse_quantize
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.synthetic import make_synthetic_splits
 
@@ -47,6 +47,7 @@ def test_export_writes_exactly_the_layout_and_refuses_to_overwrite(short_run, tm
     assert saved["layout"] == layout and saved["dtypes"] == ["fp32"]
     for graph in C.GRAPHS[C.Layout(layout)]:
         assert saved["validation"][graph], graph
+    assert saved["exporter_digest"] == exporter_digest()
     # decoders (graphs with a past) are slimmed without onnxslim's symbolic shapes, the rest with them
     assert saved["slimmed"]["decoder_model_merged"] == "onnxslim without symbolic shape inference"
     assert {g: m for g, m in saved["slimmed"].items() if g != "decoder_model_merged"} == \
