@@ -12,7 +12,8 @@ LLaVA layout (`AutoModelForImageTextToText` + `generate`):
 
 Every decoder computes logits for the last position only: generation reads nothing else. Past keys and values
 come in and go out as flat tensors `[B, kv_heads, past, head_dim]` (a DynamicCache cannot be an export input);
-the cache is built inside. This module knows nothing about ONNX files, dtypes or layouts on disk.
+each layer of `export/llama_stack.py` concatenates its past with the new keys and values. This module knows
+nothing about ONNX files, dtypes or layouts on disk.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ class _CachedDecoder(nn.Module):
         super().__init__()
         self.stack = ExportLlama(model.model.language_model)
         self.lm_head = model.lm_head
-        self.num_layers = model.config.text_config.num_hidden_layers
         self.embed = model.get_input_embeddings()
         # A tied output head (SmolLM) is exported as ONE transposed matrix [D, V] that both the output MatMul and
         # the token lookup (a Gather along axis 1) read: the weight is stored once, and dynamic quantization turns
