@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.models.llama.modeling_llama import LlamaModel
+from transformers.models.llama.modeling_llama import LlamaModel, rotate_half
 
 
 def _fused_linear(*linears: nn.Linear) -> nn.Linear:
@@ -42,11 +42,6 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     dtype = x.dtype
     x = x.float()
     return weight * (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(dtype)
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class ExportLayer(nn.Module):
