@@ -1,55 +1,149 @@
-"""The real preset's architecture with random weights, built from configs: nothing is downloaded.
+"""The real preset's models, built from their real config files with random weights: nothing is downloaded.
 
-SigLIP-base/16 at 224 px (google/siglip-base-patch16-224's vision tower) + SmolLM-135M (HuggingFaceTB/SmolLM-135M:
-30 layers, hidden 576, 9 heads, 3 kv heads, vocab 49152, tied embeddings). Benchmarks and the real-size export
-check use it: the shapes, FLOPs and bytes are the real model's, the captions are noise. The config values are
-copied from those models' config.json files; this module knows nothing about their trained weights.
+`distilvit/hub_configs/` holds google/siglip-base-patch16-224's config.json and preprocessor_config.json and
+HuggingFaceTB/SmolLM-135M's config.json, generation_config.json and special_tokens_map.json, byte for byte as
+they are on the Hub (sources: hub_configs/README.md). Every config here is read from those files through
+`from_pretrained`, so defaults fill the rest exactly as they do for the real ids (SigLIP's config.json is sparse:
+hidden size, layers and image size all come from defaults). No value of those configs is typed in this module.
+
+SmolLM's tokenizer.json could not be obtained, so `build_tokenizer` makes a stand-in that behaves like it where
+our code can tell: 49,152 tokens, byte-level BPE, the 17 special tokens at ids 0..16 in SmolLM's order,
+bos = eos = unk = `<|endoftext|>` = 0, no pad token, and no BOS added on encode. Its ids for ordinary text are
+not SmolLM's.
+
+`write_encoder_repo` / `write_decoder_repo` write folders shaped like the two Hub repositories (real config files,
+random weights of the real size and dtype, the stand-in tokenizer): the benchmarks and the offline replicas of
+the Hub (tests) use them. This module knows nothing about training, datasets or export.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, SiglipImageProcessor, SiglipVisionConfig, SiglipVisionModel
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    SiglipConfig,
+    SiglipImageProcessor,
+    SiglipModel,
+    SiglipVisionConfig,
+)
 
-SIGLIP_BASE_224 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=224, patch_size=16, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
-SMOLLM_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                   num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
-                   rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, hidden_act="silu")
+from distilvit.config import PRESETS
+
+CONFIG_ROOT = Path(__file__).parent / "hub_configs"
+ENCODER_ID = PRESETS["smollm-135m"]["encoder_model"]  # google/siglip-base-patch16-224
+DECODER_ID = PRESETS["smollm-135m"]["decoder_model"]  # HuggingFaceTB/SmolLM-135M
+ENCODER_FILES = ("config.json", "preprocessor_config.json")
+DECODER_FILES = ("config.json", "generation_config.json", "special_tokens_map.json")
+# SmolLM's special tokens, ids 0..16 in this order (shared/hub-facts/TOKENIZERS.md, special_tokens_map.json).
+SMOLLM_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>", "<filename>",
+    "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>", "<jupyter_text>",
+    "<jupyter_code>", "<jupyter_output>", "<jupyter_script>", "<empty_output>",
+)
+
+
+def config_folder(repo_id: str) -> Path:
+    """The folder holding `repo_id`'s real config files (`org--name`, as in shared/hub-facts)."""
+    folder = CONFIG_ROOT / repo_id.replace("/", "--")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no real config files for {repo_id!r} under {CONFIG_ROOT}")
+    return folder
+
+
+def siglip_config() -> SiglipConfig:
+    return SiglipConfig.from_pretrained(config_folder(ENCODER_ID))
 
 
 def vision_config() -> SiglipVisionConfig:
-    return SiglipVisionConfig(**SIGLIP_BASE_224, vision_use_head=False)
+    """SigLIP-base/16's vision tower config, as `from_pretrained` fills the sparse real config.json."""
+    return siglip_config().vision_config
 
 
 def text_config() -> LlamaConfig:
-    return LlamaConfig(**SMOLLM_135M)
+    return LlamaConfig.from_pretrained(config_folder(DECODER_ID))
 
 
-def build_tokenizer(vocab_size: int = SMOLLM_135M["vocab_size"]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer with SmolLM's vocabulary size (token 0 is BOS/EOS, as in SmolLM)."""
-    vocab = {"<|endoftext|>": 0, "<unk>": 1}
-    for i in range(len(vocab), vocab_size):
-        vocab[f"w{i}"] = i
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token="<unk>")
+def generation_config() -> GenerationConfig:
+    return GenerationConfig.from_pretrained(config_folder(DECODER_ID))
+
+
+def image_processor() -> SiglipImageProcessor:
+    return SiglipImageProcessor.from_pretrained(config_folder(ENCODER_ID))
+
+
+def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """The SmolLM stand-in: a byte-level BPE with exactly `vocab_size` (default: SmolLM's) tokens.
+
+    Ids 0..16 are SmolLM's special tokens, 17..272 the 256 byte symbols, the rest merges of two byte symbols
+    (printable ones first), so any text encodes and every id decodes.
+    """
+    vocab_size = vocab_size or text_config().vocab_size
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {token: i for i, token in enumerate(SMOLLM_SPECIAL_TOKENS)}
+    for symbol in alphabet:
+        vocab[symbol] = len(vocab)
+    # printable ASCII letters (and the byte-level space "Ġ") before the rest, so common pairs merge
+    common = [s for s in alphabet if s.isalnum() and s.isascii()] + ["Ġ"]
+    ordered = common + [s for s in alphabet if s not in common]
+    merges = []
+    for a in ordered:
+        for b in ordered:
+            if len(vocab) >= vocab_size:
+                break
+            if a + b not in vocab:
+                vocab[a + b] = len(vocab)
+                merges.append((a, b))
+    if len(vocab) != vocab_size:
+        raise ValueError(f"cannot build a {vocab_size}-token byte-level vocabulary (made {len(vocab)})")
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    eot = SMOLLM_SPECIAL_TOKENS[0]
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot,
+                                   additional_special_tokens=list(SMOLLM_SPECIAL_TOKENS),
+                                   model_max_length=text_config().max_position_embeddings)
+
+
+def _copy_config_files(repo_id: str, names: tuple[str, ...], folder: Path) -> None:
+    source = config_folder(repo_id)
+    for name in names:
+        shutil.copyfile(source / name, folder / name)
+
+
+def write_encoder_repo(folder: Path, seed: int = 0) -> Path:
+    """A folder shaped like google/siglip-base-patch16-224: its config files byte for byte and a full
+    SiglipModel (vision and text towers, float32 as there) with random weights in model.safetensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    SiglipModel(siglip_config()).save_pretrained(folder)
+    _copy_config_files(ENCODER_ID, ENCODER_FILES, folder)  # the real files, not save_pretrained's rewrite
+    return folder
+
+
+def write_decoder_repo(folder: Path, seed: int = 0) -> Path:
+    """A folder shaped like HuggingFaceTB/SmolLM-135M: its config files byte for byte, random weights in
+    bfloat16 (the checkpoint's dtype) with the tied head stored once, and the stand-in tokenizer."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(text_config()).to(torch.bfloat16).save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    _copy_config_files(DECODER_ID, DECODER_FILES, folder)
+    return folder
 
 
 def build_realsize_models(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write `folder/encoder` and `folder/decoder` (random weights, real shapes); return both paths."""
+    """Write `folder/encoder` and `folder/decoder` (random weights, real shapes and files); return both paths."""
     folder = Path(folder)
-    torch.manual_seed(seed)
-    encoder, decoder = folder / "encoder", folder / "decoder"
-    SiglipVisionModel(vision_config()).save_pretrained(encoder)
-    SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(encoder)
-    LlamaForCausalLM(text_config()).save_pretrained(decoder)
-    build_tokenizer().save_pretrained(decoder)
-    return encoder, decoder
+    return write_encoder_repo(folder / "encoder", seed), write_decoder_repo(folder / "decoder", seed)
 
 
 def save_realsize_merged(folder: Path, seed: int = 0) -> Path:
@@ -64,8 +158,6 @@ def save_realsize_merged(folder: Path, seed: int = 0) -> Path:
     model.generation_config.max_new_tokens = 30
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    import shutil
-
     shutil.rmtree(bases)
     return folder
 

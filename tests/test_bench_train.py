@@ -9,13 +9,13 @@ from typer.testing import CliRunner
 
 from distilvit.bench_train import realsize_captioner
 from distilvit.cli import app
-from distilvit.realsize import SMOLLM_135M
+from distilvit.realsize import text_config
 
 
 def test_realsize_architecture_has_the_real_shapes():
     model = realsize_captioner()
     assert model.config.image_seq_length == 196
-    assert model.config.text_config.num_hidden_layers == SMOLLM_135M["num_hidden_layers"]
+    assert model.config.text_config.num_hidden_layers == text_config().num_hidden_layers == 30
     assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied, as SmolLM
     assert 215e6 < sum(p.numel() for p in model.parameters()) < 230e6
 
