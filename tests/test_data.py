@@ -1,4 +1,5 @@
-"""Tests for distilvit.synthetic and distilvit.data: no network, tiny folders under tmp_path."""
+"""Tests for distilvit.synthetic and distilvit.data: no network, tiny folders under tmp_path. The Hub datasets' real
+layouts are tested on replicas in tests/test_hub_replicas.py."""
 
 from __future__ import annotations
 
@@ -226,40 +227,6 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(UserError) as info:
         load_caption_splits(["flickr31k"])
     assert "synthetic" in str(info.value) and "coco" in str(info.value) and "flickr31k" in str(info.value)
-
-
-# --- hub datasets (datasets.load_dataset replaced: no network) ----------------------------------------------
-
-def test_hub_dataset_is_normalised_and_gets_validation(monkeypatch):
-    images = [{"bytes": _png(), "path": None}] * 40
-    alt_text = [f"alt {i}" for i in range(40)]
-    train = datasets.Dataset.from_dict({"image": images, "alt_text": alt_text, "extra": list(range(40))},
-                                       features=datasets.Features({"image": datasets.Image(),
-                                                                   "alt_text": datasets.Value("string"),
-                                                                   "extra": datasets.Value("int64")}))
-    test = train.select(range(3))
-    calls = []
-
-    def fake_load_dataset(path, **kwargs):
-        calls.append(path)
-        return datasets.DatasetDict({"train": train, "test": test})
-
-    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    dd = load_caption_splits(["coco"])
-    assert calls == ["Mozilla/coco-gpt4o"]
-    assert dd["train"].column_names == ["image", "captions"]
-    assert [len(dd[s]) for s in ("train", "validation", "test")] == [38, 2, 3]
-    assert sorted(c[0] for s in ("train", "validation") for c in dd[s]["captions"]) == sorted(alt_text)
-
-
-def test_hub_dataset_that_cannot_load_raises_user_error(monkeypatch):
-    def offline(path, **kwargs):
-        raise ConnectionError(f"Couldn't reach {path!r} on the Hub (LocalEntryNotFoundError)")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(UserError, match="network access or a cached copy") as info:
-        load_caption_splits(["someone/captions"])
-    assert "someone/captions" in str(info.value)
 
 
 # --- combining and sampling ----------------------------------------------------------------------------------

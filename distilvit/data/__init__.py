@@ -57,6 +57,7 @@ def load_caption_splits(
     num_proc: int = 1,
     synthetic_sizes: dict | None = None,
     cache_dir: str | None = None,
+    hub_cache: str | None = None,
 ) -> datasets.DatasetDict:
     """Load and concatenate `specs` into a DatasetDict with splits train/validation/test and FEATURES.
 
@@ -64,7 +65,7 @@ def load_caption_splits(
     concatenation of all specs). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
     (train_size, validation_size, test_size, image_size). `num_proc` processes check the images (once per
     dataset version). `cache_dir` holds datasets' arrow files and the prepared-rows cache (default: the
-    datasets cache under HF_HOME).
+    datasets cache under HF_HOME); `hub_cache` is the Hub cache for dataset ids (default: HF_HOME's hub/).
     """
     specs = [specs] if isinstance(specs, (str, os.PathLike)) else list(specs)
     if not specs:
@@ -73,7 +74,7 @@ def load_caption_splits(
     if sample is not None and sample < 1:
         raise UserError(f"sample must be a positive number of examples, got {sample}")
     loaded = [(str(spec), _load_one(str(spec), seed=seed, num_proc=num_proc, synthetic_sizes=synthetic_sizes,
-                                    cache_dir=cache_dir)) for spec in specs]
+                                    cache_dir=cache_dir, hub_cache=hub_cache)) for spec in specs]
     result = {}
     for split in SPLITS:
         parts = [(spec, dd[split]) for spec, dd in loaded]
@@ -87,7 +88,7 @@ def load_caption_splits(
 
 
 def _load_one(spec: str, *, seed: int, num_proc: int, synthetic_sizes: dict | None,
-              cache_dir: str | None) -> dict[str, datasets.Dataset]:
+              cache_dir: str | None, hub_cache: str | None) -> dict[str, datasets.Dataset]:
     """Resolve one spec to train/validation/test datasets with FEATURES."""
     if spec == "synthetic":
         sizes = dict(synthetic_sizes or {})
@@ -97,14 +98,14 @@ def _load_one(spec: str, *, seed: int, num_proc: int, synthetic_sizes: dict | No
         return make_synthetic_splits(seed=seed, **sizes)
     path = Path(spec).expanduser()
     if spec in HUB_DATASETS:  # a preset name always means the Hub (a folder of that name: pass ./NAME)
-        folder = resolve_hub_dataset(HUB_DATASETS[spec])
+        folder = resolve_hub_dataset(HUB_DATASETS[spec], hub_cache)
     elif path.is_dir():
         folder = path
     elif path.exists():
         raise UserError(f"dataset path {spec!r} is a file; give a folder holding images and metadata.jsonl or "
                         "metadata.csv (columns file_name, caption), or a downloaded dataset repository")
     elif _HUB_ID.match(spec) and not spec.startswith((".", "~")):
-        folder = resolve_hub_dataset(spec)
+        folder = resolve_hub_dataset(spec, hub_cache)
     elif os.sep in spec or (os.altsep and os.altsep in spec) or spec.startswith((".", "~")) or os.path.isabs(spec):
         raise UserError(f"dataset folder {spec!r} does not exist (resolved to {path.resolve()}); check the path")
     else:

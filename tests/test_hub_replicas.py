@@ -1,0 +1,207 @@
+"""The commands a user types, run on exact replicas of the Hub repositories in a temporary Hugging Face cache
+(`HF_HOME`, `HF_HUB_OFFLINE=1`), with nothing patched: `distilvit-web train` with its defaults (smollm-135m on
+flickr30k) and on coco, each to a merged/ that `distilvit-web caption` uses; a downloaded copy of a repository
+given as `--dataset DIR`; the failures a user meets here. The replicas: tests/hub_replicas.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+import hub_replicas
+from distilvit.data import load_caption_splits
+from distilvit.errors import UserError
+from distilvit.realsize import CONFIG_ROOT, build_tokenizer
+
+FLICKR = "Mozilla/flickr30k-transformed-captions-gpt4o"
+COCO = "Mozilla/coco-gpt4o"
+HUB_FACTS = Path(__file__).resolve().parents[2] / "shared" / "hub-facts"
+CLI = [sys.executable, "-m", "distilvit.cli"]
+
+
+@pytest.fixture(scope="module")
+def hf_home(tmp_path_factory) -> Path:
+    """A Hugging Face cache holding the two model repos and the two dataset repos."""
+    home = tmp_path_factory.mktemp("hf-home")
+    hub_replicas.write_model_repos(home)
+    hub_replicas.write_dataset_repos(home)
+    return home
+
+
+def user_env(hf_home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    return {**env, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_cli(args: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + args, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def snapshot(hf_home: Path, repo_id: str) -> Path:
+    return hf_home / "hub" / f"datasets--{repo_id.replace('/', '--')}" / "snapshots" / hub_replicas.REVISIONS[repo_id]
+
+
+# --- the replicas have the real shape ------------------------------------------------------------------------
+
+@pytest.mark.skipif(not HUB_FACTS.is_dir(), reason=f"shared/hub-facts is not beside this checkout ({HUB_FACTS})")
+def test_packaged_configs_are_the_hub_files_byte_for_byte():
+    copies = sorted(p.relative_to(CONFIG_ROOT) for p in CONFIG_ROOT.rglob("*.json"))
+    assert len(copies) == 5
+    for rel in copies:
+        assert (CONFIG_ROOT / rel).read_bytes() == (HUB_FACTS / rel).read_bytes(), rel
+
+
+def test_smollm_stand_in_tokenizer_behaves_like_smollm():
+    tok = build_tokenizer()
+    assert len(tok) == 49152
+    specials = json.loads((CONFIG_ROOT / "HuggingFaceTB--SmolLM-135M/special_tokens_map.json").read_text())
+    assert [tok.convert_tokens_to_ids(t) for t in specials["additional_special_tokens"]] == list(range(17))
+    assert tok.bos_token_id == tok.eos_token_id == tok.unk_token_id == 0 and tok.pad_token is None
+    ids = tok("Hello, world!")["input_ids"]
+    assert ids[0] != 0 and 0 not in ids  # no BOS added on encode, as SmolLM's tokenizer
+    assert tok.decode(ids) == "Hello, world!"
+    assert tok("<|im_start|>user\nHi<|im_end|>")["input_ids"][0] == 1 and tok("<|im_start|>user\nHi<|im_end|>")["input_ids"][-1] == 2
+
+
+def test_replicas_reproduce_what_load_dataset_does_with_the_real_repos(hf_home):
+    """flickr30k loads with one split, `test`; coco's disagreeing shards make load_dataset fail with the cast error
+    recorded for the real repository (shared/hub-facts/DATASETS.md)."""
+    flickr = datasets.load_dataset(str(snapshot(hf_home, FLICKR)))
+    assert list(flickr) == ["test"] and flickr["test"].features["alt_text"] == datasets.Value("string")
+    assert set(flickr["test"]["split"]) == {"train", "val", "test"}
+    with pytest.raises(Exception) as info:
+        datasets.load_dataset(str(snapshot(hf_home, COCO)))
+    assert "Couldn't cast" in repr(info.value) or "Couldn't cast" in repr(info.value.__cause__)
+    assert (snapshot(hf_home, COCO) / "README.md").read_bytes() == b"---\nlicense: apache-2.0\n---\n\nTest"
+
+
+# --- loading: splits, schema, caching, local copies ----------------------------------------------------------
+
+def _captions(dd) -> dict[str, list]:
+    return {s: list(dd[s]["captions"]) for s in ("train", "validation", "test")}
+
+
+def test_flickr_splits_follow_the_karpathy_column_and_coco_shards_are_normalised(hf_home):
+    flickr = load_caption_splits(["flickr30k"], cache_dir=str(hf_home / "datasets"), hub_cache=str(hf_home / "hub"))
+    rows = datasets.load_dataset(str(snapshot(hf_home, FLICKR)))["test"]
+    by_split = {"train": "train", "validation": "val", "test": "test"}
+    for split, karpathy in by_split.items():
+        assert sorted(c[0] for c in flickr[split]["captions"]) == sorted(
+            a for a, s in zip(rows["alt_text"], rows["split"]) if s == karpathy)
+    coco = load_caption_splits(["coco"], cache_dir=str(hf_home / "datasets"), hub_cache=str(hf_home / "hub"))
+    assert [len(coco[s]) for s in ("train", "validation", "test")] == [28, 6, 5]
+    assert coco["train"].features == flickr["train"].features
+    assert all(isinstance(c, list) and len(c) == 1 for c in coco["train"]["captions"])  # str and list alt_text alike
+    assert {coco["train"][i]["image"].mode for i in range(len(coco["train"]))} >= {"RGB", "L"}
+
+
+def test_a_downloaded_copy_as_dataset_dir_equals_the_hub_id(hf_home, tmp_path):
+    for preset, repo_id in (("flickr30k", FLICKR), ("coco", COCO)):
+        local = tmp_path / preset
+        shutil.copytree(snapshot(hf_home, repo_id), local, symlinks=False)
+        (local / ".cache" / "huggingface" / "download").mkdir(parents=True)  # what `hf download --local-dir` adds
+        (local / ".cache" / "huggingface" / "download" / "README.md.metadata").write_text("x\n")
+        hub = load_caption_splits([preset], cache_dir=str(tmp_path / "cache"), hub_cache=str(hf_home / "hub"))
+        copy = load_caption_splits([str(local)], cache_dir=str(tmp_path / "cache"))
+        assert _captions(copy) == _captions(hub), preset
+
+
+def test_second_load_reuses_the_checked_rows(hf_home, tmp_path, caplog):
+    import logging
+    import time
+
+    cache = str(tmp_path / "cache")
+    caplog.set_level(logging.INFO, logger="distilvit.data")
+    first = load_caption_splits(["coco"], cache_dir=cache, hub_cache=str(hf_home / "hub"))
+    assert not any("checked before" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    start = time.perf_counter()
+    second = load_caption_splits(["coco"], cache_dir=cache, hub_cache=str(hf_home / "hub"))
+    print(f"second load of the coco replica: {time.perf_counter() - start:.2f} s")
+    reused = [r.getMessage() for r in caplog.records if "checked before" in r.getMessage()]
+    assert len(reused) == 4, reused  # every shard of every split came from the cache
+    assert _captions(first) == _captions(second)
+
+
+# --- the commands a user types -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dataset_args, sizes", [([], {"train": 24, "validation": 6, "test": 6}),
+                                                 (["--dataset", "coco"], {"train": 28, "validation": 6, "test": 5})],
+                         ids=["defaults-flickr30k", "coco"])
+def test_default_train_command_runs_offline_on_the_replicas(hf_home, tmp_path, dataset_args, sizes):
+    env = user_env(hf_home)
+    run = tmp_path / "run"
+    result = run_cli(["train", "--output-dir", str(run), "--max-steps", "2", *dataset_args], env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["preset"] == "smollm-135m" and saved["encoder_model"] == "google/siglip-base-patch16-224"
+    assert saved["decoder_model"] == "HuggingFaceTB/SmolLM-135M"
+    assert saved["run_info"]["dataset_sizes"] == sizes
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 2
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(hub_replicas.photo_tiles(1, 5, "JPEG")[0])
+    captioned = run_cli(["caption", str(run / "merged"), str(photo)], env)
+    assert captioned.returncode == 0, captioned.stderr[-3000:]
+    from distilvit.caption import load_captioner, open_image
+
+    expected = load_captioner(run / "merged").caption([open_image(photo)])[0]
+    assert captioned.stdout.strip().split("\t", 1) == [str(photo), expected] or (
+        expected == "" and captioned.stdout.strip() == str(photo))
+
+
+# --- failures a user meets -----------------------------------------------------------------------------------
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return errors[0]
+
+
+def test_hub_id_not_cached_while_offline_is_one_clear_error(hf_home, tmp_path):
+    result = run_cli(["train", "--output-dir", str(tmp_path / "run"), "--max-steps", "1",
+                      "--dataset", "someone/not-cached"], user_env(hf_home))
+    line = _one_error_line(result)
+    assert "someone/not-cached" in line and "hf download" in line and "HF_HUB_OFFLINE" in line
+    assert not (tmp_path / "run").exists()
+
+
+def _cache_dataset_repo(hf_home: Path, repo_id: str, folder: Path) -> None:
+    hub_replicas.cache_repo(hf_home, "dataset", repo_id, folder)
+
+
+def test_repository_without_images_or_captions_and_all_unreadable(hf_home, tmp_path):
+    no_images = tmp_path / "no-images"
+    no_images.mkdir()
+    datasets.Dataset.from_dict({"alt_text": ["a", "b", "c"]}).to_parquet(str(no_images / "train.parquet"))
+    _cache_dataset_repo(hf_home, "someone/no-images", no_images)
+    line = _one_error_line(run_cli(["train", "--output-dir", str(tmp_path / "r1"), "--max-steps", "1",
+                                    "--dataset", "someone/no-images"], user_env(hf_home)))
+    assert "someone/no-images" in line and "no image column" in line and "alt_text" in line
+
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": b"not an image %d" % i, "path": None} for i in range(6)], "alt_text": list("abcdef")},
+        features=datasets.Features({"image": datasets.Image(), "alt_text": datasets.Value("string")}),
+    ).to_parquet(str(unreadable / "train.parquet"))
+    _cache_dataset_repo(hf_home, "someone/unreadable", unreadable)
+    line = _one_error_line(run_cli(["train", "--output-dir", str(tmp_path / "r2"), "--max-steps", "1",
+                                    "--dataset", "someone/unreadable"], user_env(hf_home)))
+    assert "someone/unreadable" in line and "all 6 images are unreadable" in line
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_partial_save_to_disk_copy_names_the_missing_shard(tmp_path):
+    copy = hub_replicas.write_coco_repo(tmp_path / "coco")
+    (copy / "train" / "data-00001-of-00002.arrow").unlink()
+    with pytest.raises(UserError, match="data-00001-of-00002.arrow") as info:
+        load_caption_splits([str(copy)], cache_dir=str(tmp_path / "cache"))
+    assert "download it again" in str(info.value)
