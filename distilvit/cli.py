@@ -121,6 +121,8 @@ def train(
     num_proc: Optional[int] = typer.Option(None, help="Worker processes for dataset preparation."),
     effective_batch_size: Optional[int] = typer.Option(None, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd (plain SGD: a step is lr x gradient; for checks such as the DDP test)."),
+    max_grad_norm: Optional[float] = typer.Option(None, help="Clip the gradient norm to this (default 1.0; 0: no clipping)."),
     device: Optional[str] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
     precision: Optional[str] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass (less memory, ~30% slower)."),
@@ -150,7 +152,8 @@ def train(
         lora_dropout=lora_dropout, lora_targets=_split_values(lora_targets), projection_lr=projection_lr,
         lora_lr=lora_lr, train_lm_head=train_lm_head, head_lr=head_lr, vision_unfreeze_layers=vision_unfreeze_layers,
         max_length=max_length, seed=seed, save_steps=save_steps, num_proc=num_proc,
-        effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, device=device, precision=precision,
+        effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, optimizer=optimizer,
+        max_grad_norm=max_grad_norm, device=device, precision=precision,
         gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=eval_metric,
         early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, dataloader_workers=dataloader_workers,
     )

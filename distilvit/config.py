@@ -48,6 +48,7 @@ class TrainConfig:
     vision_lr: float = 1e-5
     max_length: int = 30  # caption tokens, EOS not counted
     weight_decay: float = 0.0
+    optimizer: str = "adamw"  # adamw | sgd (plain SGD, no momentum: its step is lr * gradient, for checks)
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -80,6 +81,10 @@ class TrainConfig:
             problems.append(f"vision_unfreeze_layers must be >= 0, got {self.vision_unfreeze_layers}")
         if self.sample is not None and self.sample < 1:
             problems.append(f"sample must be >= 1, got {self.sample}")
+        if self.optimizer not in ("adamw", "sgd"):
+            problems.append(f"optimizer must be adamw or sgd, got {self.optimizer!r}")
+        if self.max_grad_norm < 0:
+            problems.append(f"max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm}")
         if self.eval_metric not in ("cider", "bleu4", "rougeL", "exact_match"):
             problems.append(f"eval_metric must be cider, bleu4, rougeL or exact_match, got {self.eval_metric!r}")
         if self.early_stopping_patience and self.eval_steps <= 0:

@@ -73,12 +73,16 @@ def trainable_counts(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
-def optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """One parameter group per trainable group with its own learning rate: AdamW, or plain SGD (`optimizer="sgd"`,
+    no momentum), whose step is lr * gradient and so shows the gradient's scale (the DDP test uses it)."""
     lrs = {"lora": config.lora_lr, "projector": config.projection_lr, "lm_head": config.head_lr, "vision": config.vision_lr}
     groups: dict[str, list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             groups.setdefault(group_of(name), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "lr": lrs[g], "weight_decay": config.weight_decay, "name": g} for g, ps in groups.items()]
-    )
+    param_groups = [{"params": ps, "lr": lrs[g], "weight_decay": config.weight_decay, "name": g}
+                    for g, ps in groups.items()]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=config.lora_lr, momentum=0.0)
+    return torch.optim.AdamW(param_groups)
