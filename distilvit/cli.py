@@ -190,12 +190,14 @@ def caption(
     num_beams: int = typer.Option(1, help="Beam search width (1 = greedy)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption in tokens (default: the model's generation config)."),
     batch_size: int = typer.Option(16, help="Images per generate() call."),
+    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
 ):
     _setup_logging()
     from distilvit.caption import load_captioner, open_image
+    from distilvit.device import inference_device
 
     pictures = [open_image(p) for p in images]  # all checked before the model loads
-    captioner = load_captioner(model_dir)
+    captioner = load_captioner(model_dir, device=inference_device(device))
     for path, text in zip(images, captioner.caption(pictures, max_new_tokens, num_beams, batch_size)):
         typer.echo(f"{path}\t{text}")
 
@@ -209,11 +211,14 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the synthetic data and of split-offs (use the run's)."),
     batch_size: int = typer.Option(32, help="Images per generate() call."),
     output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
+    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    num_proc: int = typer.Option(1, help="Worker processes that check the images (once per dataset version)."),
 ):
     _setup_logging()
     from distilvit.evaluate import evaluate_model
 
-    result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output)
+    result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output, device=device,
+                            num_proc=num_proc)
     typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
 
 

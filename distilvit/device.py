@@ -44,6 +44,12 @@ class TrainPlan:
     effective_batch: int
     dataloader_workers: int
     machine: str
+    visible_gpus: int = 0  # CUDA GPUs torch sees; a single process trains on one of them (never nn.DataParallel)
+
+    @property
+    def idle_gpus(self) -> int:
+        """GPUs visible but not used: a single process on a multi-GPU machine trains on cuda:0 only."""
+        return max(0, self.visible_gpus - self.world_size) if self.device == "cuda" else 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -121,4 +127,21 @@ def plan(machine: Machine, *, device: str = "auto", precision: str = "auto", per
         dataloader_workers=dataloader_workers,
         machine=f"{machine.system}, " + (f"{machine.cuda_devices}x {machine.cuda_name}" if machine.cuda_devices
                                           else "MPS" if machine.mps else "CPU"),
+        visible_gpus=machine.cuda_devices,
     )
+
+
+def inference_device(requested: str = "auto", machine: Machine | None = None) -> str:
+    """The torch device for captioning and evaluation: `auto` is CUDA (cuda:0), else MPS, else CPU."""
+    if requested not in DEVICES:
+        raise UserError(f"--device {requested!r} is not one of {', '.join(DEVICES)}")
+    if requested == "cpu":
+        return "cpu"
+    machine = machine or detect()
+    if requested == "auto":
+        return "cuda" if machine.cuda_devices else "mps" if machine.mps else "cpu"
+    if requested == "cuda" and not machine.cuda_devices:
+        raise UserError("--device cuda was asked for but torch sees no CUDA GPU; pass --device cpu or auto")
+    if requested == "mps" and not machine.mps:
+        raise UserError("--device mps was asked for but MPS is not available; pass --device cpu or auto")
+    return requested

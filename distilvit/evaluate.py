@@ -35,13 +35,16 @@ def score_split(captioner: Captioner, rows, batch_size: int = 32) -> tuple[dict[
 
 
 def evaluate_model(model_dir: Path, specs: list[str], split: str = "test", sample: int | None = None, seed: int = 0,
-                   batch_size: int = 32, output: Path | None = None) -> dict:
+                   batch_size: int = 32, output: Path | None = None, device: str = "auto",
+                   num_proc: int = 1) -> dict:
     """`distilvit-web evaluate`: score a merged model on a dataset split; write JSON when `output` is given."""
     from distilvit.data import load_caption_splits
     from distilvit.errors import UserError
 
-    captioner = load_captioner(model_dir)
-    splits = load_caption_splits(specs, seed=seed)
+    from distilvit.device import inference_device
+
+    captioner = load_captioner(model_dir, device=inference_device(device))
+    splits = load_caption_splits(specs, seed=seed, num_proc=num_proc)
     if split not in splits:
         raise UserError(f"split {split!r} not found; the data has {', '.join(splits)}")
     rows = splits[split]
@@ -49,6 +52,7 @@ def evaluate_model(model_dir: Path, specs: list[str], split: str = "test", sampl
         rows = rows.select(range(min(sample, len(rows))))
     metrics, examples = score_split(captioner, rows, batch_size)
     result = {"model": str(model_dir), "datasets": specs, "split": split, "num_images": len(rows),
+              "device": str(next(captioner.model.parameters()).device),
               "metrics": metrics, "examples": examples}
     if output:
         Path(output).write_text(json.dumps(result, indent=2) + "\n")

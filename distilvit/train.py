@@ -239,9 +239,20 @@ class _ProcessGroup:
             self.wait_for_everyone()
 
 
+def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
+    """Keep a process to one GPU. Outside torchrun, transformers sets `n_gpu` to every visible GPU and the Trainer
+    then wraps the model in nn.DataParallel, multiplying the batch the plan (and train_config.json) records
+    (transformers 5.24, `TrainingArguments._setup_devices`, `Trainer._wrap_model`). Multi-GPU training is DDP only:
+    `--gpus N` or torchrun."""
+    _ = args.device  # sets up the devices (cached), which sets n_gpu; the override below is then final
+    if args.n_gpu > 1:
+        args._n_gpu = 1
+    return args
+
+
 def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainPlan) -> TrainingArguments:
     evaluating = config.eval_steps > 0
-    return TrainingArguments(
+    return one_gpu_per_process(TrainingArguments(
         output_dir=str(out / CHECKPOINTS_DIR),
         per_device_train_batch_size=run_plan.per_device_batch,
         gradient_accumulation_steps=run_plan.gradient_accumulation,
@@ -275,7 +286,7 @@ def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainP
         disable_tqdm=False,
         log_level="warning",
         log_level_replica="error",  # only rank 0 logs
-    )
+    ))
 
 
 def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPlan, state, resume: bool) -> TrainResult:
@@ -296,6 +307,10 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
         log.info("training on %s: %s, %d process(es), batch %d x %d accumulation = %d", run_plan.machine,
                  run_plan.precision, run_plan.world_size, run_plan.per_device_batch, run_plan.gradient_accumulation,
                  run_plan.effective_batch)
+        if run_plan.idle_gpus:
+            log.warning("%d GPUs are visible; this single process trains on cuda:0 only (batch %d). To train on all "
+                        "of them with DDP: `distilvit-web train --gpus %d ...` (or torchrun --nproc_per_node=%d)",
+                        run_plan.visible_gpus, run_plan.effective_batch, run_plan.visible_gpus, run_plan.visible_gpus)
         log.info("trainable parameters: %s of %d (%.2f%%)", counts, total, 100 * sum(counts.values()) / total)
         config.save(out, extra={"plan": run_plan.to_json(), "trainable_parameters": counts, "total_parameters": total,
                                 "dataset_sizes": {k: len(v) for k, v in splits.items()}, **stamp()})
@@ -320,7 +335,9 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     peft_model.save_pretrained(out / ADAPTER_DIR)
     save_merged(peft_model, processor, config, out / MERGED_DIR, source=trainer.state.best_model_checkpoint
                 or str(out / ADAPTER_DIR), overwrite=True)
-    test_metrics, examples = score_split(load_captioner(out / MERGED_DIR), _first(splits["test"], config.eval_sample))
+    # scored on the training device (cuda:LOCAL_RANK, mps or cpu), where the model just trained
+    test_metrics, examples = score_split(load_captioner(out / MERGED_DIR, device=str(trainer.args.device)),
+                                         _first(splits["test"], config.eval_sample))
     evaluations = [e for e in trainer.state.log_history if f"eval_{config.eval_metric}" in e]
     metrics = {
         "plan": run_plan.to_json(),

@@ -80,3 +80,34 @@ def test_gpus_flag_becomes_a_torchrun_command():
     assert command[6:] == ["distilvit.cli", "train", "--preset", "tiny", "--output-dir", "runs/x"]
     assert launch_env("Windows")["USE_LIBUV"] == "0"
     assert launch_env("Linux").get("USE_LIBUV") == os.environ.get("USE_LIBUV")
+
+
+def test_one_process_on_two_gpus_trains_on_one_and_records_it(tmp_path):
+    """Without --gpus/torchrun a 2-GPU machine must not become nn.DataParallel (twice the recorded batch)."""
+    from transformers import TrainingArguments
+
+    from distilvit.train import one_gpu_per_process
+
+    p = plan(LINUX_2x4090)
+    assert (p.world_size, p.visible_gpus, p.idle_gpus) == (1, 2, 1)
+    assert (p.per_device_batch, p.gradient_accumulation, p.effective_batch) == (8, 8, 64)
+    assert p.to_json()["visible_gpus"] == 2  # what train_config.json records
+    assert plan(LINUX_2x4090, processes=2).idle_gpus == 0
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=p.per_device_batch, use_cpu=True,
+                             report_to=[])
+    _ = args.device
+    args._n_gpu = 2  # what transformers' device set-up sets outside torchrun on a machine with 2 visible GPUs
+    assert args.train_batch_size == 16  # the Trainer would wrap in nn.DataParallel and double the batch
+    one_gpu_per_process(args)
+    assert args.n_gpu == 1 and args.train_batch_size == p.per_device_batch
+
+
+def test_inference_device_follows_the_machine():
+    assert device.inference_device("auto", LINUX_2x4090) == "cuda"
+    assert device.inference_device("auto", MAC) == "mps"
+    assert device.inference_device("auto", CPU) == "cpu"
+    assert device.inference_device("cpu", LINUX_2x4090) == "cpu"
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        device.inference_device("cuda", CPU)
+    with pytest.raises(UserError, match="is not one of"):
+        device.inference_device("tpu", CPU)
