@@ -118,7 +118,7 @@ def train(
     max_length: Optional[int] = typer.Option(None, help="Caption length in tokens (longer captions are cut)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
-    num_proc: Optional[int] = typer.Option(None, help="Worker processes for dataset preparation."),
+    num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
     effective_batch_size: Optional[int] = typer.Option(None, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd (plain SGD: a step is lr x gradient; for checks such as the DDP test)."),
@@ -212,7 +212,7 @@ def evaluate(
     batch_size: int = typer.Option(32, help="Images per generate() call."),
     output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
-    num_proc: int = typer.Option(1, help="Worker processes that check the images (once per dataset version)."),
+    num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
 ):
     _setup_logging()
     from distilvit.evaluate import evaluate_model

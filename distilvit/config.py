@@ -59,7 +59,7 @@ class TrainConfig:
     eval_metric: str = "cider"  # cider | bleu4 | rougeL | exact_match: picks the best checkpoint
     early_stopping_patience: int = 0  # stop after N evaluations without improvement (0: never)
     eval_sample: int = 200  # validation images per evaluation, and test images scored at the end
-    num_proc: int = 1
+    num_proc: int | None = None  # processes checking the images once per dataset version (None: up to 8)
     synthetic_sizes: dict = field(default_factory=lambda: {"train_size": 8000, "validation_size": 200, "test_size": 200})
 
     def __post_init__(self):
@@ -70,7 +70,7 @@ class TrainConfig:
         if not self.datasets:
             problems.append("at least one --dataset is needed")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r", "max_length", "save_steps",
-                     "effective_batch_size", "eval_sample"):
+                     "effective_batch_size", "eval_sample", "num_proc"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:

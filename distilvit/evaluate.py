@@ -36,7 +36,7 @@ def score_split(captioner: Captioner, rows, batch_size: int = 32) -> tuple[dict[
 
 def evaluate_model(model_dir: Path, specs: list[str], split: str = "test", sample: int | None = None, seed: int = 0,
                    batch_size: int = 32, output: Path | None = None, device: str = "auto",
-                   num_proc: int = 1) -> dict:
+                   num_proc: int | None = None) -> dict:
     """`distilvit-web evaluate`: score a merged model on a dataset split; write JSON when `output` is given."""
     from distilvit.data import load_caption_splits
     from distilvit.errors import UserError

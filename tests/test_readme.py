@@ -23,20 +23,21 @@ def test_two_commands_and_ci_runs_the_test_one():
 
 def test_file_tree_matches_the_repository():
     tree = README.split("## Files", 1)[1].split("\n## ", 1)[0]
-    listed, folder = set(), ""
+    listed, stack = set(), []  # stack: (indent, folder path) of the folders enclosing the current line
     for line in tree.splitlines():
         m = re.match(r"^    (\s*)(\S+)", line)
         if not m:
             continue
-        name = m.group(2)
+        indent, name = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = (stack[-1][1] + "/" if stack else "") + name.rstrip("/")
+        listed.add(path)
         if name.endswith("/"):
-            folder = name if not m.group(1) else folder + name
-            listed.add(folder.rstrip("/"))
-        else:
-            listed.add((folder if m.group(1) else "") + name)
+            stack.append((indent, path))
     for path in listed:
         assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
-    for package in ("distilvit", "distilvit/js", "export", "quantize", "tests", "docs", "web-demo"):
+    for package in ("distilvit", "distilvit/data", "distilvit/js", "export", "quantize", "tests", "docs", "web-demo"):
         for f in sorted((ROOT / package).glob("*.*")):
             code = {".py", ".md", ".js", ".mjs", ".html"} | ({".json"} if package == "distilvit/js" else set())
             if f.suffix in code and f.name != "__init__.py":

@@ -54,7 +54,7 @@ def load_caption_splits(
     *,
     sample: int | None = None,
     seed: int = 0,
-    num_proc: int = 1,
+    num_proc: int | None = None,
     synthetic_sizes: dict | None = None,
     cache_dir: str | None = None,
     hub_cache: str | None = None,
@@ -64,7 +64,7 @@ def load_caption_splits(
     `sample` keeps at most that many examples per split (a random subset, by `seed`, drawn over the
     concatenation of all specs). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
     (train_size, validation_size, test_size, image_size). `num_proc` processes check the images (once per
-    dataset version). `cache_dir` holds datasets' arrow files and the prepared-rows cache (default: the
+    dataset version; None: one per core, up to 8). `cache_dir` holds datasets' arrow files and the prepared-rows cache (default: the
     datasets cache under HF_HOME); `hub_cache` is the Hub cache for dataset ids (default: HF_HOME's hub/).
     """
     specs = [specs] if isinstance(specs, (str, os.PathLike)) else list(specs)
@@ -73,6 +73,7 @@ def load_caption_splits(
                         + ", a local image folder or a Hub dataset id")
     if sample is not None and sample < 1:
         raise UserError(f"sample must be a positive number of examples, got {sample}")
+    num_proc = num_proc or min(8, os.cpu_count() or 1)
     loaded = [(str(spec), _load_one(str(spec), seed=seed, num_proc=num_proc, synthetic_sizes=synthetic_sizes,
                                     cache_dir=cache_dir, hub_cache=hub_cache)) for spec in specs]
     result = {}
