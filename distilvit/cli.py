@@ -98,7 +98,7 @@ def quickstart(
 def train(
     preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base + SmolLM-135M) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
-    dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr'), 'coco', a local imagefolder with metadata.jsonl/.csv, or a Hub dataset id. Repeat or comma-separate to combine. Default: the preset's."),
+    dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
     sample: Optional[int] = typer.Option(None, help="Use at most N training examples."),
     encoder_model: Optional[str] = typer.Option(None, help="SigLIP vision encoder: Hub id or local folder. Default: the preset's."),
     decoder_model: Optional[str] = typer.Option(None, help="Decoder-only Llama-family LM: Hub id or local folder. Default: the preset's."),
