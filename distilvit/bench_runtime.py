@@ -122,7 +122,9 @@ def bench_pytorch(model, pixel_values: torch.Tensor, tokens: int) -> dict:
 
     cfg = model.config
     n = cfg.image_seq_length
-    ids = torch.tensor([[cfg.image_token_index] * n + [0]])
+    from distilvit.prompt import prefix_ids
+
+    ids = torch.tensor([prefix_ids(cfg.image_token_index, model.generation_config.bos_token_id, n)])
     with torch.no_grad(), PeakMemory() as memory:
         t0 = time.perf_counter()
         features = vision_features(model, pixel_values)

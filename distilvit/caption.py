@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 from distilvit.errors import UserError
-from distilvit.model import prompt_ids
+from distilvit.prompt import prompt_ids
 
 MERGED_DIR = "merged"
 
@@ -34,7 +34,7 @@ class Captioner:
         """Generated token ids per image, cut after the first EOS (EOS excluded)."""
         pixel_values = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
         device = next(self.model.parameters()).device
-        input_ids = prompt_ids(self.processor, len(images), self.num_image_tokens).to(device)  # [B, N + 1]
+        input_ids = prompt_ids(self.processor.tokenizer, len(images), self.num_image_tokens).to(device)  # [B, N + 1]
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),

@@ -340,6 +340,7 @@ def bench(
     from distilvit.bench_runtime import run_bench
 
     Path(workdir).mkdir(parents=True, exist_ok=True)
+    output.parent.mkdir(parents=True, exist_ok=True)  # docs/ need not exist where an installed toolkit runs
     report = run_bench(workdir, tokens, repeats)
     plot = output.with_suffix(".png")
     bench_report.plot(report, plot)

@@ -14,7 +14,7 @@ import random
 import torch
 from transformers import LlavaProcessor
 
-from distilvit.model import IMAGE_TOKEN
+from distilvit.prompt import training_row
 
 IGNORE_INDEX = -100
 
@@ -27,7 +27,6 @@ class CaptionCollator:
         self.tokenizer = processor.tokenizer
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
-        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.rng = random.Random(seed)
 
     def token_rows(self, captions: list[str]) -> tuple[list[list[int]], list[list[int]]]:
@@ -36,12 +35,8 @@ class CaptionCollator:
         # Cut by slicing: `truncation=True` would leave truncation settings in the tokenizer, and so in the saved
         # tokenizer.json, where they silently cut the processor's 64-token image prompts.
         encoded = [ids[: self.max_length] for ids in tok(captions, add_special_tokens=False)["input_ids"]]
-        prefix = [self.image_token_id] * self.num_image_tokens + [tok.bos_token_id]
-        inputs, labels = [], []
-        for ids in encoded:
-            inputs.append(prefix + ids + [tok.eos_token_id])
-            labels.append([IGNORE_INDEX] * len(prefix) + ids + [tok.eos_token_id])
-        return inputs, labels
+        rows = [training_row(tok, self.num_image_tokens, ids, IGNORE_INDEX) for ids in encoded]
+        return [r[0] for r in rows], [r[1] for r in rows]
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         images = [row["image"].convert("RGB") for row in rows]

@@ -1,7 +1,7 @@
 """Builds the prefix captioner as a stock `LlavaForConditionalGeneration` from a SigLIP encoder and a Llama decoder.
 
 image -> SigLIP vision tower (frozen) -> projector Linear-GELU-Linear -> N image embeddings as a prefix
--> Llama-family decoder -> caption. The token layout is `[IMG] x N, BOS, caption, EOS` (see `prompt_ids`).
+-> Llama-family decoder -> caption. The token layout is `[IMG] x N, BOS, caption, EOS` (`distilvit.prompt`).
 
 Sources are hub ids or local folders, always read through `from_pretrained`, so the tiny preset (folders built
 by `distilvit.tiny`) and the real preset (hub ids) take the same path. This module knows nothing about LoRA,
@@ -27,10 +27,10 @@ from transformers import (
 )
 
 from distilvit.errors import UserError
+from distilvit.prompt import IMAGE_TOKEN  # noqa: F401  (re-exported: the prompt contract lives in distilvit.prompt)
 
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 # Decoder model types we build and export. The browser export writes `decoder.model_type: "llama"`, so the
 # decoder must really be one (SmolLM, SmolLM2, TinyLlama and Llama itself are).
 LLAMA_FAMILY = ("llama",)
@@ -164,16 +164,3 @@ def _resize_vocab(model: LlavaForConditionalGeneration, vocab_size: int) -> None
         head = model.get_output_embeddings().weight
         if head.data_ptr() != emb.data_ptr():
             head[old:] = head[:old].mean(dim=0)
-
-
-def prompt_ids(processor: LlavaProcessor, batch_size: int, num_images_tokens: int) -> torch.Tensor:
-    """Generation prompt `[IMG] x N, BOS` for a batch, as int64 `[B, N + 1]`."""
-    tok = processor.tokenizer
-    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    row = [image_id] * num_images_tokens + [tok.bos_token_id]
-    return torch.tensor([row] * batch_size, dtype=torch.long)
-
-
-def prompt_text(processor: LlavaProcessor) -> str:
-    """The text to give `LlavaProcessor` for the same prompt: it expands `<image>` to N tokens."""
-    return IMAGE_TOKEN + processor.tokenizer.bos_token

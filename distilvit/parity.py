@@ -25,10 +25,10 @@ import torch
 from distilvit.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export import constants as C
-from distilvit.export.graphs import vision_features
+from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.metrics import caption_scores
-from distilvit.model import prompt_ids
+from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("onnxruntime", "transformers.js")
@@ -57,8 +57,8 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int) 
         tokens += captioner.generate_ids(pictures[i : i + 1], max_new_tokens)
     model = captioner.model
     with torch.no_grad():
-        features = vision_features(model, pixels)
-        ids = prompt_ids(captioner.processor, len(pictures), model.config.image_seq_length)
+        features = image_features(model, pixels)  # the stock model's feature path
+        ids = prompt_ids(captioner.processor.tokenizer, len(pictures), model.config.image_seq_length)
         logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits[:, -1, :]
     captions = [c.strip() for c in captioner.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return Reference(list(images), pixels.numpy(), tokens, captions, features.numpy(), logits.numpy()), captioner

@@ -28,9 +28,12 @@ from urllib.parse import unquote, urlsplit
 
 from distilvit.errors import UserError
 from distilvit.export import constants as C
+from distilvit.export.layout import configured_dtype
 
 log = logging.getLogger(__name__)
-DEMO_DIR = Path(__file__).resolve().parent.parent / "web-demo"
+# The demo page: distilvit/web_demo/ in an installed wheel, web-demo/ beside the package in a checkout.
+DEMO_CANDIDATES = (Path(__file__).resolve().parent / "web_demo", Path(__file__).resolve().parent.parent / "web-demo")
+DEMO_DIR = next((d for d in DEMO_CANDIDATES if (d / "index.html").is_file()), DEMO_CANDIDATES[0])
 VENDOR_FILES = {
     "transformers.min.js": "node_modules/@huggingface/transformers/dist/transformers.min.js",
     "ort-wasm-simd-threaded.asyncify.mjs": "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs",
@@ -54,8 +57,10 @@ class Site:
             info = json.loads((folder / C.EXPORT_CONFIG).read_text())
             graphs = info["graphs"]
             dtypes = [d for d in C.DTYPE_SUFFIX if all((folder / C.onnx_file(g, d)).is_file() for g in graphs)]
+            # what the export's config.json loads by default: one dtype, or a per-graph mix (transformers.js
+            # takes either as its `dtype` option)
             entries.append({"name": name, "layout": info["layout"], "dtypes": dtypes,
-                            "default_dtype": "q8" if "q8" in dtypes else dtypes[0]})
+                            "default_dtype": configured_dtype(folder)})
         return {"models": entries}
 
 
@@ -72,9 +77,19 @@ def vendor_dir() -> Path:
     return vendor
 
 
-def build_site(exports: list[Path], demo: Path = DEMO_DIR, vendor: Path | None = None) -> Site:
+def demo_dir() -> Path:
+    """The web demo's folder (installed package first, then the checkout); a UserError naming both if neither."""
+    for folder in DEMO_CANDIDATES:
+        if (folder / "index.html").is_file():
+            return folder
+    raise UserError(f"the demo page is missing: neither {DEMO_CANDIDATES[0]}/index.html (installed package) nor "
+                    f"{DEMO_CANDIDATES[1]}/index.html (checkout) exists; reinstall distilvit-web")
+
+
+def build_site(exports: list[Path], demo: Path | None = None, vendor: Path | None = None) -> Site:
+    demo = demo_dir() if demo is None else Path(demo)
     if not (demo / "index.html").is_file():
-        raise UserError(f"the demo page {demo}/index.html is missing; `serve` runs from a checkout of distilvit-web")
+        raise UserError(f"the demo page {demo}/index.html is missing")
     models: dict[str, Path] = {}
     for export in exports:
         export = Path(export)

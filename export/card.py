@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 from distilvit.export import constants as C
+from distilvit.export.layout import configured_dtype
+from distilvit.prompt import JS_CALL, JS_PROMPT
 
 
 def _base_models(source: Path) -> list[str]:
@@ -31,6 +33,49 @@ def _sizes_table(info: dict) -> str:
     return "\n".join(rows)
 
 
+def _dtype_option(dtype) -> str:
+    """The options argument naming the default dtype, or nothing when config.json holds a per-graph mix."""
+    return f", {{ dtype: '{dtype}' }}" if isinstance(dtype, str) else ""
+
+
+def _js_snippet(layout: str, dtype) -> str:
+    note = "" if isinstance(dtype, str) else \
+        "\n// dtype: the per-graph mix in config.json (transformers.js_config.dtype): " + json.dumps(dtype)
+    if layout == "pipeline":
+        return f"""```js
+import {{ pipeline }} from '@huggingface/transformers';
+{note}
+const captioner = await pipeline('image-to-text', 'ORG/NAME'{_dtype_option(dtype)});
+const [{{ generated_text }}] = await captioner('photo.jpg');
+```"""
+    return f"""```js
+import {{ AutoProcessor, AutoModelForImageTextToText, RawImage }} from '@huggingface/transformers';
+{note}
+const processor = await AutoProcessor.from_pretrained('ORG/NAME');
+const model = await AutoModelForImageTextToText.from_pretrained('ORG/NAME'{_dtype_option(dtype)});
+const image = await RawImage.read('photo.jpg');
+const prompt = {JS_PROMPT};  // [IMG] x N, BOS: tokenized without special tokens
+const inputs = await {JS_CALL};
+const output = await model.generate({{ ...inputs, max_new_tokens: 30 }});
+const caption = processor.batch_decode(output.slice(null, [inputs.input_ids.dims[1], null]), {{ skip_special_tokens: true }});
+```"""
+
+
+def _python_snippet(dtype) -> str:
+    dtype_arg = repr(dtype) if isinstance(dtype, str) else json.dumps(dtype)
+    return f"""```python
+# pip install distilvit-web
+from huggingface_hub import snapshot_download
+from PIL import Image
+from transformers import AutoImageProcessor
+from distilvit.export.ort_generate import OrtCaptioner
+
+folder = snapshot_download("ORG/NAME")
+pixels = AutoImageProcessor.from_pretrained(folder)(images=[Image.open("photo.jpg")], return_tensors="np")["pixel_values"]
+print(OrtCaptioner(folder, {dtype_arg}).caption(pixels))
+```"""
+
+
 def write_card(folder: Path, source: Path, info: dict) -> None:
     bases = _base_models(source)
     front = ["---", "library_name: transformers.js", "pipeline_tag: image-to-text", "tags:", "  - image-captioning",
@@ -38,24 +83,8 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
     if bases:
         front += ["base_model:"] + [f"  - {b}" for b in bases]
     front.append("---")
-    if info["layout"] == "pipeline":
-        js = """```js
-import { pipeline } from '@huggingface/transformers';
-
-const captioner = await pipeline('image-to-text', 'ORG/NAME', { dtype: 'q8' });
-const [{ generated_text }] = await captioner('photo.jpg');
-```"""
-    else:
-        js = """```js
-import { AutoProcessor, AutoModelForImageTextToText, RawImage } from '@huggingface/transformers';
-
-const processor = await AutoProcessor.from_pretrained('ORG/NAME');
-const model = await AutoModelForImageTextToText.from_pretrained('ORG/NAME', { dtype: 'q8' });
-const image = await RawImage.read('photo.jpg');
-const inputs = await processor(image, '<image>' + processor.tokenizer.bos_token);
-const output = await model.generate({ ...inputs, max_new_tokens: 30 });
-const caption = processor.batch_decode(output.slice(null, [inputs.input_ids.dims[1], null]), { skip_special_tokens: true });
-```"""
+    js = _js_snippet(info["layout"], configured_dtype(folder))
+    python = _python_snippet(configured_dtype(folder))
     agreement = "\n".join(f"- {d}: {a['caption_match_with_fp32']:.2f} of {a['images']} captions equal to fp32"
                           for d, a in info.get("caption_agreement_with_fp32", {}).items())
     text = "\n".join(front) + f"""
@@ -72,9 +101,7 @@ distilvit-web for stock [transformers.js](https://huggingface.co/docs/transforme
 
 ## Usage in Python (onnxruntime)
 
-```python
-from distilvit.export.ort_generate import OrtCaptioner
-```
+{python}
 
 Or use the PyTorch model this was exported from with `transformers` (`AutoModelForImageTextToText`).
 

@@ -29,7 +29,7 @@ from distilvit.caption import resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.card import write_card
-from distilvit.export.layout import write_layout
+from distilvit.export.layout import default_dtypes, write_layout
 from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.export.validate import ValidationError, summary, validate_graph
@@ -77,6 +77,25 @@ def parse_quantize(spec: str | None, layout: C.Layout) -> QuantizePlan:
     return QuantizePlan(dtypes, mix)
 
 
+# Rotary embeddings whose frequencies change with the sequence length at run time: the graph would carry the
+# frequencies of the traced length only. Every other rope type of transformers' Llama (default, linear, llama3,
+# yarn, ...) has fixed frequencies, computed by the model's own rotary module (export/llama_stack.py).
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+
+
+def unsupported_settings(text_config: dict) -> list[str]:
+    """The decoder settings (of config.json's text_config) this exporter refuses, each named with its value."""
+    problems = []
+    rope = text_config.get("rope_parameters") or text_config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
+    if rope_type in LENGTH_DEPENDENT_ROPE:
+        problems.append(f"rope_type {rope_type!r} (rope_scaling/rope_parameters): its frequencies depend on the "
+                        "sequence length at run time")
+    if (text_config.get("pretraining_tp") or 1) > 1:
+        problems.append(f"pretraining_tp {text_config['pretraining_tp']} (> 1)")
+    return problems
+
+
 def load_model(path: Path) -> LlavaForConditionalGeneration:
     config = json.loads((path / "config.json").read_text())
     kind = config.get("model_type")
@@ -85,6 +104,10 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
     if kind != "llava" or text != "llama" or vision not in ("siglip_vision_model", "siglip"):
         raise UserError(f"{path} holds a {kind!r} model (text {text!r}, vision {vision!r}); export needs a distilvit-web "
                         f"captioner: a llava model with a SigLIP vision tower and a llama decoder")
+    refused = unsupported_settings(config.get("text_config") or {})
+    if refused:
+        raise UserError(f"{path}: the decoder has settings the export cannot reproduce: {'; '.join(refused)}. "
+                        "Nothing was written; train with a decoder without them (docs/export.md lists what is supported)")
     if not (path / "tokenizer.json").is_file() or not (path / "processor_config.json").is_file():
         raise UserError(f"{path} lacks tokenizer.json or processor_config.json; re-save it with `distilvit-web merge`")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
@@ -195,8 +218,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             save_onnx(converted, tmp / C.onnx_file(graph, dtype))
             timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
         external = {g for g in graphs for d in C.DTYPE_SUFFIX if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
-        dtype_config = plan.mix or ({} if {"fp32", "q8"} <= set(plan.dtypes) or plan.dtypes == ["fp32"]
-                                    else {g: plan.dtypes[1] for g in graphs})
+        dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
         write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}
         agreement = _agreement(tmp, [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else []),

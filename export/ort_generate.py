@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from distilvit.export import constants as C
+from distilvit.prompt import prefix_ids
 
 
 @dataclass
@@ -57,6 +58,14 @@ class OrtCaptioner:
         graph = C.GRAPHS[self.layout][0]
         return self.sessions[graph].run(None, {C.PIXEL_VALUES: pixel_values.astype(np.float32)})[0]
 
+    def caption(self, pixel_values: np.ndarray, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy captions as text (the export's tokenizer.json, special tokens skipped)."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
+        return [tokenizer.decode(ids, skip_special_tokens=True).strip()
+                for ids in self.generate(pixel_values, max_new_tokens).tokens]
+
     def generate(self, pixel_values: np.ndarray, max_new_tokens: int | None = None) -> Generation:
         max_new = max_new_tokens or self.gen.get("max_new_tokens") or 30
         eos, bos = self.gen["eos_token_id"], self.gen["bos_token_id"]
@@ -68,7 +77,7 @@ class OrtCaptioner:
         if self.layout == C.Layout.PIPELINE:
             feeds = {C.INPUT_IDS: np.full((batch, 1), bos, dtype=np.int64), C.ENCODER_HIDDEN_STATES: features}
         else:
-            ids = np.array([[self.image_token] * features.shape[1] + [bos]] * batch, dtype=np.int64)
+            ids = np.array([prefix_ids(self.image_token, bos, features.shape[1])] * batch, dtype=np.int64)
             embeds = self.sessions["embed_tokens"].run(None, {C.INPUT_IDS: ids})[0]
             embeds[:, : features.shape[1]] = features.astype(embeds.dtype)
             length = ids.shape[1]

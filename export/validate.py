@@ -1,9 +1,12 @@
-"""Validate an exported graph against its PyTorch module: output names, then shapes, then values.
+"""Validate an exported graph against the stock model: output names, then shapes, then values.
 
-Each graph runs on several input cases (batch 1 and 3; for decoders an empty past, as on the first generation
-step, and a non-empty one, with 1 and 2 new tokens). Every output is compared with a per-output tolerance; all
-failures are collected, one line per output with its max difference is logged, and a `ValidationError` lists
-them. This module knows nothing about layouts or quantization.
+The reference is `LlavaForConditionalGeneration` itself (export.reference: its feature path, its embedding, its
+forward with a DynamicCache), never the export wrappers the graphs were traced from, so an error in the rewrite
+(export/llama_stack.py) fails here. Each graph runs on several input cases (batch 1 and 3; for decoders an empty
+past, as on the first generation step, and a non-empty one, with 1 and 2 new tokens). Every output is compared
+with a tolerance of ABS_TOLERANCE (per output) + REL_TOLERANCE x the reference's largest magnitude; all failures
+are collected, one line per output with its max difference is logged, and a `ValidationError` lists them.
+This module knows nothing about layouts or quantization.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 from distilvit.export import constants as C
 from distilvit.export.graphs import empty_past
 from distilvit.export.onnx_export import GraphSpec
+from distilvit.export.reference import graph_reference
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def input_cases(spec: GraphSpec, model) -> list[tuple[str, tuple]]:
 
 
 def validate_graph(spec: GraphSpec, model, path: Path) -> list[OutputCheck]:
-    """Run every case in PyTorch and onnxruntime; raise ValidationError listing every mismatch."""
+    """Run every case through the stock model and onnxruntime; raise ValidationError listing every mismatch."""
     sess = session(path)
     got_names = [o.name for o in sess.get_outputs()]
     if got_names != spec.output_names:
@@ -93,14 +97,12 @@ def validate_graph(spec: GraphSpec, model, path: Path) -> list[OutputCheck]:
     checks, failures = [], []
     cases = input_cases(spec, model)
     for label, inputs in cases:
-        with torch.no_grad():
-            expected = spec.module(*inputs)
-        expected = expected if isinstance(expected, tuple) else (expected,)
+        expected = graph_reference(spec.input_names, model, inputs)
         got = sess.run(None, {n: t.numpy() for n, t in zip(spec.input_names, inputs)})
         for name, want, have in zip(spec.output_names, expected, got):
             want = want.float().numpy()
             if want.shape != have.shape:
-                failures.append(f"[{label}] {name}: shape {list(have.shape)} != PyTorch {list(want.shape)}")
+                failures.append(f"[{label}] {name}: shape {list(have.shape)} != stock model {list(want.shape)}")
                 continue
             diff = float(np.abs(want - have.astype(np.float32)).max()) if want.size else 0.0
             tol = ABS_TOLERANCE.get(name, DEFAULT_ABS_TOLERANCE) + REL_TOLERANCE * float(np.abs(want).max() if want.size else 0)

@@ -171,3 +171,73 @@ def test_missing_node_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(node_runtime.shutil, "which", lambda tool: None)
     with pytest.raises(UserError, match="`npm` was not found.*Node.js"):
         node_runtime.ensure_installed()
+
+
+# --- validation is against the stock model; the files named are the files written ----------------------------
+
+@pytest.mark.parametrize("factor", [30.0])
+def test_a_planted_error_in_the_rewrite_is_refused(short_run, tmp_path, monkeypatch, factor):
+    """export.validate compares with LlavaForConditionalGeneration itself, so a subtly wrong rewrite (RMSNorm eps
+    x 30 in export/llama_stack.py) fails validation, naming the graph and the outputs, and writes nothing."""
+    from distilvit.export import llama_stack
+
+    original = llama_stack.rms_norm
+    monkeypatch.setattr(llama_stack, "rms_norm", lambda x, w, eps: original(x, w, eps * factor))
+    with pytest.raises(UserError) as info:
+        export_model(short_run, tmp_path / "out", agreement_images=0)
+    message = str(info.value)
+    assert "decoder_model_merged" in message and "failed validation" in message
+    assert "logits: max abs diff" in message or "present.0.key" in message or "present.1.key" in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def _card_dtypes(card: str) -> list[str]:
+    import re
+
+    return re.findall(r"dtype: '(\w+)'", card) + re.findall(r"OrtCaptioner\(folder, '(\w+)'\)", card)
+
+
+@pytest.mark.parametrize("quantize, expected", [
+    (None, "fp32"),
+    ("q4", "q4"),
+    ("q4,q8", "q8"),
+    ("vision=q8,decoder=q4", {"encoder_model": "q8", "decoder_model_merged": "q4"}),
+], ids=["fp32-only", "q4-only", "q4-and-q8", "mixed"])
+def test_default_dtype_card_and_demo_name_files_that_exist(short_run, tmp_path, quantize, expected):
+    from distilvit.export.layout import configured_dtype
+    from distilvit.server import build_site
+
+    out = tmp_path / "export"
+    export_model(short_run, out, quantize=quantize, agreement_images=0)
+    graphs = C.GRAPHS[C.Layout.PIPELINE]
+    config_dtype = json.loads((out / "config.json").read_text())["transformers.js_config"]["dtype"]
+    assert set(config_dtype) == set(graphs)
+    for graph, dtype in config_dtype.items():
+        assert (out / C.onnx_file(graph, dtype)).is_file(), (graph, dtype)
+    assert configured_dtype(out) == expected
+    card = (out / "README.md").read_text()
+    named = _card_dtypes(card)
+    if isinstance(expected, str):
+        assert named and set(named) == {expected}, named
+    else:
+        assert not named and json.dumps(expected) in card
+    for dtype in named:
+        assert all((out / C.onnx_file(g, dtype)).is_file() for g in graphs), dtype
+    entry = build_site([out]).index()["models"][0]
+    default = entry["default_dtype"]
+    per_graph = default if isinstance(default, dict) else {g: default for g in graphs}
+    assert all((out / C.onnx_file(g, d)).is_file() for g, d in per_graph.items()), default
+    assert default == expected
+
+    # the card's Python snippet runs as written (the Hub download replaced by the folder it would return)
+    image = tmp_path / "photo.png"
+    make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].save(image)
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace('snapshot_download("ORG/NAME")', repr(str(out))).replace('"photo.jpg"', repr(str(image)))
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(snippet, "card-snippet", "exec"), {})
+    assert printed.getvalue().startswith("["), printed.getvalue()

@@ -18,7 +18,8 @@ from transformers import (
 )
 
 from distilvit.errors import UserError
-from distilvit.model import IMAGE_TOKEN, build_captioner, load_tokenizer, prompt_ids, prompt_text
+from distilvit.model import build_captioner, load_tokenizer
+from distilvit.prompt import IMAGE_TOKEN, PROCESSOR_KWARGS, prompt_ids, prompt_text
 
 
 def test_build_follows_the_design(tiny_bases):
@@ -39,8 +40,8 @@ def test_processor_prompt_equals_our_prompt(tiny_bases):
     """`LlavaProcessor(text="<image>" + BOS)` gives the same ids as the training/generation prompt."""
     model, processor = build_captioner(*tiny_bases)
     image = Image.new("RGB", (40, 30), "red")
-    batch = processor(images=[image], text=[prompt_text(processor)], return_tensors="pt")
-    assert torch.equal(batch["input_ids"], prompt_ids(processor, 1, model.config.image_seq_length))
+    batch = processor(images=[image], text=[prompt_text(processor.tokenizer)], return_tensors="pt", **PROCESSOR_KWARGS)
+    assert torch.equal(batch["input_ids"], prompt_ids(processor.tokenizer, 1, model.config.image_seq_length))
 
 
 def test_build_is_deterministic_but_for_the_projector(tiny_bases):
@@ -57,7 +58,7 @@ def test_kv_cache_and_full_recompute_agree(tiny_bases):
     model, processor = build_captioner(*tiny_bases)
     model.eval()
     pixels = torch.randn(2, 3, 64, 64)
-    ids = prompt_ids(processor, 2, model.config.image_seq_length)
+    ids = prompt_ids(processor.tokenizer, 2, model.config.image_seq_length)
     kwargs = dict(input_ids=ids, pixel_values=pixels, max_new_tokens=5, do_sample=False, min_new_tokens=5)
     with torch.no_grad():
         cached = model.generate(**kwargs, use_cache=True, output_scores=True, return_dict_in_generate=True)

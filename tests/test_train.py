@@ -16,7 +16,7 @@ from distilvit.caption import load_captioner
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
 from distilvit.merge import build_base, merge_run
-from distilvit.model import prompt_text
+from distilvit.prompt import PROCESSOR_KWARGS, prompt_text
 from distilvit.train import train
 
 
@@ -83,7 +83,8 @@ def test_merged_model_loads_with_plain_transformers_and_matches_caption(short_ru
     model = AutoModelForImageTextToText.from_pretrained(short_run / "merged")
     processor = AutoProcessor.from_pretrained(short_run / "merged")
     assert isinstance(model, LlavaForConditionalGeneration)
-    batch = processor(images=images, text=[prompt_text(processor)] * len(images), return_tensors="pt")
+    batch = processor(images=images, text=[prompt_text(processor.tokenizer)] * len(images), return_tensors="pt",
+                      **PROCESSOR_KWARGS)
     out = model.generate(**batch, do_sample=False)
     plain = [c.strip() for c in processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
     assert plain == ours

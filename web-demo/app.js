@@ -36,19 +36,26 @@ worker.onmessage = ({ data }) => {
 function load() {
   const model = models.find((m) => m.name === $('model').value);
   if (!model) return;
-  const dtype = $('dtype').value;
-  if (!model.dtypes.includes(dtype)) { showError(`${model.name} has no ${dtype} files.`); return; }
+  const choice = $('dtype').value;
+  // 'mix': the per-graph dtypes the export's config.json names (default_dtype is then {graph: dtype})
+  const dtype = choice === 'mix' ? model.default_dtype : choice;
+  if (choice !== 'mix' && !model.dtypes.includes(dtype)) { showError(`${model.name} has no ${dtype} files.`); return; }
   const device = $('device').value;
   if (device === 'webgpu' && !navigator.gpu) { showError('This browser has no WebGPU; choose WASM.'); return; }
   ready = false;
   showError('');
-  status(`Loading ${model.name} (${dtype}, ${device})...`);
+  status(`Loading ${model.name} (${choice === 'mix' ? Object.values(dtype).join('/') : dtype}, ${device})...`);
   worker.postMessage({ type: 'load', id: ++loadId, model: model.name, layout: model.layout, dtype, device });
 }
 
 function fillDtypes() {
   const model = models.find((m) => m.name === $('model').value);
-  $('dtype').replaceChildren(...model.dtypes.map((d) => new Option(d, d, d === model.default_dtype, d === model.default_dtype)));
+  const options = model.dtypes.map((d) => new Option(d, d, d === model.default_dtype, d === model.default_dtype));
+  if (typeof model.default_dtype === 'object') {  // a per-graph mix: offered first, and chosen by default
+    const label = 'mix: ' + Object.entries(model.default_dtype).map(([g, d]) => `${g} ${d}`).join(', ');
+    options.unshift(new Option(label, 'mix', true, true));
+  }
+  $('dtype').replaceChildren(...options);
 }
 
 function caption(blob) {

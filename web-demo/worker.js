@@ -23,7 +23,7 @@ async function load({ id, model, layout, dtype, device }) {
     const llava = await AutoModelForImageTextToText.from_pretrained(model, options);
     const prompt = '<image>' + processor.tokenizer.bos_token;
     run = async (image) => {
-      const inputs = await processor(image, prompt);
+      const inputs = await processor(image, prompt, { add_special_tokens: false });
       const out = await llava.generate({ ...inputs, do_sample: false });
       const [text] = processor.batch_decode(out.slice(null, [inputs.input_ids.dims[1], null]), { skip_special_tokens: true });
       return text.trim();

@@ -29,7 +29,7 @@ if (request.layout === 'pipeline') {
   const prompt = '<image>' + processor.tokenizer.bos_token;
   for (const image of request.images) {
     const t0 = performance.now();
-    const inputs = await processor(await RawImage.read(image), prompt);
+    const inputs = await processor(await RawImage.read(image), prompt, { add_special_tokens: false });
     const output = await model.generate({ ...inputs, max_new_tokens: maxNewTokens, do_sample: false });
     const promptLength = inputs.input_ids.dims[1];
     const generated = output.slice(null, [promptLength, null]);

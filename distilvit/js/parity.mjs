@@ -40,7 +40,7 @@ async function inputsFor(image, pixelValues) {
   if (pipelineLayout) {
     return { pixel_values: pixelValues ?? (await processor(image)).pixel_values };
   }
-  const inputs = await processor(image, prompt);
+  const inputs = await processor(image, prompt, { add_special_tokens: false });
   return pixelValues ? { ...inputs, pixel_values: pixelValues } : inputs;
 }
 
