@@ -217,7 +217,8 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
             save_onnx(converted, tmp / C.onnx_file(graph, dtype))
             timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
-        external = {g for g in graphs for d in C.DTYPE_SUFFIX if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
+        external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
+                    if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
         write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}

@@ -50,10 +50,12 @@ def configured_dtype(export_dir: Path) -> str | dict[str, str]:
 
 
 def transformers_js_config(dtypes: dict[str, str], external: set[str]) -> dict:
-    """`dtypes`: graph -> dtype (one per graph, the default files); `external`: graphs with .onnx_data."""
+    """`dtypes`: graph -> dtype (one per graph, the default files); `external`: the .onnx file names (e.g.
+    `decoder_model_merged_q4.onnx`) that have a `.onnx_data` file. transformers.js looks a file up by its full
+    name first, so each dtype file says for itself whether it has external data (one chunk)."""
     cfg: dict = {"dtype": dict(dtypes)}
     if external:
-        cfg["use_external_data_format"] = {g: True for g in sorted(external)}
+        cfg["use_external_data_format"] = {name: 1 for name in sorted(external)}
     return cfg
 
 

@@ -10,6 +10,7 @@ layouts, quantization or validation.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from distilvit.export import constants as C
 from distilvit.export.graphs import EmbedsDecoder, ImagePrefixEncoder, PrefixDecoder, TokenEmbedder, empty_past
 
 log = logging.getLogger(__name__)
-TWO_GB = 2 * 1024**3
+TWO_GB = 2 * 1024**3  # protobuf's limit for one .onnx file
+EXTERNAL_DATA_ENV = "DISTILVIT_WEB_EXTERNAL_DATA_BYTES"
+
+
+def external_data_threshold() -> int:
+    """Graphs whose weights reach this many bytes are saved with external data: 2 GB, or the value of
+    DISTILVIT_WEB_EXTERNAL_DATA_BYTES (set low, the tests run the >2 GB path on tiny models)."""
+    return int(os.environ.get(EXTERNAL_DATA_ENV) or TWO_GB)
 
 
 @dataclass
@@ -112,11 +120,15 @@ def name_dims(model: onnx.ModelProto, dims: dict[str, dict[int, str]]) -> None:
 
 
 def save_onnx(model: onnx.ModelProto, path: Path) -> None:
-    """Save, with external data beside it (`<name>.onnx_data`) when the graph is over 2 GB."""
+    """Save `model` (its tensors in memory) to `path`, its weights in `<name>.onnx_data` beside it when they reach
+    `external_data_threshold()`. An older `<name>.onnx_data` is removed first: onnx appends to an existing data
+    file, which would ship the stale weights too (onnx 1.23)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if model.ByteSize() >= TWO_GB or sum(t.ByteSize() for t in model.graph.initializer) >= TWO_GB:
+    data = path.with_name(path.name + "_data")
+    data.unlink(missing_ok=True)
+    if sum(t.ByteSize() for t in model.graph.initializer) >= external_data_threshold():
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + "_data", size_threshold=1024)
+                        location=data.name, size_threshold=1024)
     else:
         onnx.save_model(model, str(path))
 

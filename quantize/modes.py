@@ -49,9 +49,13 @@ def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str]) -> onnx.M
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save_model(model, str(src))
+        # always through external data: a graph over 2 GB cannot be one protobuf file (its weights are in memory
+        # here and are loaded back into memory below, so the caller sees no difference)
+        onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="in.onnx_data", size_threshold=1024)
         quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type, per_channel=False,
-                         reduce_range=False, extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
+                         reduce_range=False, use_external_data_format=True,
+                         extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
         return onnx.load_model(str(dst))
 
 

@@ -241,3 +241,50 @@ def test_default_dtype_card_and_demo_name_files_that_exist(short_run, tmp_path, 
     with contextlib.redirect_stdout(printed):
         exec(compile(snippet, "card-snippet", "exec"), {})
     assert printed.getvalue().startswith("["), printed.getvalue()
+
+
+@pytest.mark.slow
+def test_external_data_survives_slimming_and_every_dtype(short_run, tmp_path, monkeypatch):
+    """The >2 GB path on the tiny model (threshold forced to 1 KB): every graph of every dtype is written with its
+    .onnx_data, each data file holds its weights once, the browser flags name exactly those files, and
+    onnxruntime and transformers.js (Node) load them and caption as PyTorch does."""
+    import onnx
+
+    from distilvit import node_runtime
+    from distilvit.export.onnx_export import EXTERNAL_DATA_ENV
+
+    monkeypatch.setenv(EXTERNAL_DATA_ENV, "1024")
+    out = tmp_path / "export"
+    export_model(short_run, out, quantize="all", agreement_images=4)
+    graphs = sorted((out / "onnx").glob("*.onnx"))
+    assert len(graphs) == 2 * len(ALL_DTYPES)
+    for path in graphs:
+        data = path.with_name(path.name + "_data")
+        assert data.is_file(), path.name
+        proto = onnx.load_model(str(path), load_external_data=False)
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert external, path.name
+        ends = [int(e.value) for t in external for e in t.external_data if e.key == "offset"]
+        lengths = [int(e.value) for t in external for e in t.external_data if e.key == "length"]
+        # written once: the first tensor starts the file and the file ends with the last (onnx appends to an
+        # existing data file, so a graph saved twice in place would start with the stale copy)
+        assert min(ends) == 0 and data.stat().st_size == max(o + n for o, n in zip(ends, lengths)), \
+            f"{data.name} holds stale bytes"
+    flags = json.loads((out / "config.json").read_text())["transformers.js_config"]["use_external_data_format"]
+    assert flags == {p.name: 1 for p in graphs}
+
+    images = [r["image"] for r in make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=4)["test"]]
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    captioner = load_captioner(short_run)
+    expected = captioner.caption(images)
+    pixels = captioner.processor.image_processor(images=images, return_tensors="np")["pixel_values"]
+    assert OrtCaptioner(out, "fp32").caption(pixels) == expected
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("stock transformers.js runs in Node: node and npm are not installed here")
+    max_new = json.loads((out / "generation_config.json").read_text())["max_new_tokens"]
+    for dtype in ("fp32", "q8"):
+        got = [r["caption"] for r in node_runtime.caption(out, paths, "pipeline", dtype, max_new)["results"]]
+        assert got == OrtCaptioner(out, dtype).caption(pixels), dtype
