@@ -297,7 +297,7 @@ def verify_parity(
     dataset: Optional[str] = typer.Option(None, help="Take images from this dataset's test split instead (as for `train --dataset`)."),
     sample: int = typer.Option(16, help="Images taken from --dataset (default: 16 synthetic test images when neither is given)."),
     dtype: str = typer.Option("all", help="Comma-separated dtypes to check (fp32,q8,...) or all present."),
-    runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js."),
+    runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js (Node), chromium-wasm, chromium-webgpu (stock transformers.js in real Chromium via Playwright; WebGPU through Chromium's software adapter: correctness only)."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption (default: the export's generation config)."),
     report: Optional[Path] = typer.Option(None, help="Write the JSON report here (a Markdown report beside it, .md)."),
     min_match: float = typer.Option(0.0, help="Minimum caption exact-match rate (model parity) for dtypes other than fp32."),

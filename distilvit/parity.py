@@ -1,7 +1,8 @@
 """`distilvit-web verify parity`: does the exported model say what the PyTorch model says, per dtype and runtime?
 
 For the same images, PyTorch's greedy captions are the reference. Each runtime (onnxruntime in Python, stock
-transformers.js in Node) and each dtype is compared two ways:
+transformers.js in Node, and stock transformers.js in real Chromium on WebAssembly or WebGPU:
+distilvit.browser_runtime) and each dtype is compared two ways:
   model parity       every runtime gets the pixel values PyTorch saw (preprocessing taken out of the comparison);
   end-to-end parity  the runtime preprocesses the image file itself (transformers.js resizes with its own bicubic).
 Figures: caption exact-match rate, token agreement, the first divergence, BLEU-4 / CIDEr-D of the runtime's
@@ -31,7 +32,8 @@ from distilvit.metrics import caption_scores
 from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
-RUNTIMES = ("onnxruntime", "transformers.js")
+RUNTIMES = ("onnxruntime", "transformers.js", "chromium-wasm", "chromium-webgpu")
+DEFAULT_RUNTIMES = ("onnxruntime", "transformers.js")
 # Graph outputs of fp32 farther than this from PyTorch point at a broken graph (validated exports are ~1e-5).
 FP32_GRAPH_TOLERANCE = 1e-2
 
@@ -136,7 +138,20 @@ def check_transformers_js(export_dir: Path, layout: str, dtype: str, reference: 
     request = {"model_dir": str(export_dir.resolve()), "layout": layout, "dtype": dtype,
                "images": [str(p.resolve()) for p in reference.images], "max_new_tokens": max_new_tokens,
                "pixel_values": {"dims": list(pixels.shape), "data": pixels.astype(np.float32).ravel().tolist()}}
-    out = node_runtime.run_script("parity.mjs", request)
+    return _token_entry(node_runtime.run_script("parity.mjs", request), reference, tokenizer)
+
+
+def check_browser(export_dir: Path, runtime: str, layout: str, dtype: str, reference: Reference, tokenizer,
+                  max_new_tokens: int) -> dict:
+    """Stock transformers.js in real Chromium (WebAssembly or WebGPU), model and end-to-end parity."""
+    from distilvit.browser_runtime import run_parity
+
+    out = run_parity(export_dir, layout, dtype, runtime, reference.images, reference.pixel_values, max_new_tokens)
+    return _token_entry(out, reference, tokenizer)
+
+
+def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
+    """A report entry from a JavaScript runtime's token ids (model parity and end-to-end)."""
     results = out["results"]
     model_tokens = [r["model"] for r in results]
     e2e_tokens = [r["end_to_end"] for r in results]
@@ -180,7 +195,7 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
     missing = [d for d in dtypes if d not in present]
     if missing:
         raise UserError(f"{export_dir} has no {', '.join(missing)} files; it holds {', '.join(present)}")
-    runtimes = runtimes or list(RUNTIMES)
+    runtimes = runtimes or list(DEFAULT_RUNTIMES)
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise UserError(f"unknown --runtime {unknown}; choose from {', '.join(RUNTIMES)}")
@@ -196,8 +211,10 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
             log.info("parity: %s %s", runtime, dtype)
             if runtime == "onnxruntime":
                 entry = check_onnxruntime(export_dir, dtype, reference, tokenizer, max_new)
-            else:
+            elif runtime == "transformers.js":
                 entry = check_transformers_js(export_dir, layout, dtype, reference, tokenizer, max_new)
+            else:
+                entry = check_browser(export_dir, runtime, layout, dtype, reference, tokenizer, max_new)
             threshold = fp32_min_match if dtype == "fp32" else min_match
             entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype),
                          threshold=threshold, passed=entry["model"]["exact_match"] >= threshold)

@@ -2,8 +2,11 @@
 
     /                      web-demo/ (index.html, app.js, worker.js, style.css, samples/)
     /vendor/<file>         transformers.min.js and the onnxruntime-web wasm, from the pinned npm package
-    /models/index.json     the served exports: name, layout, dtypes present
+    /models/index.json     the served exports: name, path, version, layout, dtypes present, default dtype
     /models/<name>/...     each export folder
+    /models/<name>/v<version>/...  the same files under the export's current version (sha256 of its
+                           export_config.json): the demo loads from here, so the browser's cache (keyed by URL)
+                           keeps a model across reloads and never serves a replaced export; an old version is 404
 
 Missing files get a real 404 (transformers.js probes optional files and must not receive an index.html);
 paths are resolved and must stay inside the folder they map to (no `..`, no encoded traversal, no absolute
@@ -28,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from distilvit.errors import UserError
 from distilvit.export import constants as C
-from distilvit.export.layout import configured_dtype
+from distilvit.export.layout import BROWSER_PREFERENCE, configured_dtype
 
 log = logging.getLogger(__name__)
 # The demo page: distilvit/web_demo/ in an installed wheel, web-demo/ beside the package in a checkout.
@@ -59,9 +62,21 @@ class Site:
             dtypes = [d for d in C.DTYPE_SUFFIX if all((folder / C.onnx_file(g, d)).is_file() for g in graphs)]
             # what the export's config.json loads by default: one dtype, or a per-graph mix (transformers.js
             # takes either as its `dtype` option)
-            entries.append({"name": name, "layout": info["layout"], "dtypes": dtypes,
-                            "default_dtype": configured_dtype(folder)})
+            version = export_version(folder)
+            default = configured_dtype(folder)
+            per_graph = default if isinstance(default, dict) else {g: default for g in graphs}
+            if not all((folder / C.onnx_file(g, per_graph.get(g, "fp32"))).is_file() for g in graphs):
+                default = next(d for d in BROWSER_PREFERENCE if d in dtypes)  # an older export: what is there
+            entries.append({"name": name, "path": f"{name}/v{version}", "version": version, "layout": info["layout"],
+                            "dtypes": dtypes, "default_dtype": default})
         return {"models": entries}
+
+
+def export_version(folder: Path) -> str:
+    """12 hex digits of sha256(export_config.json): every export writes a new one (it holds its creation time)."""
+    import hashlib
+
+    return hashlib.sha256((Path(folder) / C.EXPORT_CONFIG).read_bytes()).hexdigest()[:12]
 
 
 def vendor_dir() -> Path:
@@ -145,9 +160,13 @@ class DemoHandler(SimpleHTTPRequestHandler):
         if path.startswith("/models/"):
             rest = path[len("/models/"):]
             name, _, inner = rest.partition("/")
-            if name in self.site.models:
-                return safe_join(self.site.models[name], inner)
-            return None
+            if name not in self.site.models:
+                return None
+            folder = self.site.models[name]
+            first, _, after = inner.partition("/")
+            if re.fullmatch(r"v[0-9a-f]{12}", first):  # a versioned path: only the current version exists
+                return safe_join(folder, after) if first[1:] == export_version(folder) else None
+            return safe_join(folder, inner)
         return safe_join(self.site.demo, path.lstrip("/"))
 
     def do_GET(self):

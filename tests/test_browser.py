@@ -33,11 +33,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(trained_tiny, tmp_path_factory):
+def tiny_export(trained_tiny, tmp_path_factory):
     from distilvit.export.exporter import export_model
 
     export = tmp_path_factory.mktemp("served") / "tiny"
     export_model(trained_tiny, export, quantize="q8", agreement_images=0)
+    return export
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export):
+    export = tiny_export
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", str(export), "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -94,3 +100,53 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
             page.screenshot(path=str(ARTIFACTS / f"demo-{dtype}.png"))
         browser.close()
     assert outside == [], f"requests outside the local server: {outside}"
+
+
+def test_a_second_page_load_takes_the_model_from_the_browser_cache(server):
+    """transformers.js keeps the model in Cache Storage: a reload requests no model file. The files are fetched
+    under the export's version (/models/NAME/vVERSION/...), so a new export is never served from that cache."""
+    import json
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    (entry,) = json.loads(urllib.request.urlopen(server + "models/index.json").read())["models"]
+    loaded = "document.getElementById('status').textContent.startsWith('Model loaded')"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context()
+        page = context.new_page()
+        requests: list[str] = []
+        context.on("request", lambda request: requests.append(request.url))
+        page.goto(server)
+        page.wait_for_function(loaded, timeout=120_000)
+        model_files = [u for u in requests if "/models/" in u and u.endswith((".onnx", ".onnx_data", "config.json"))]
+        assert model_files and all(f"/models/{entry['path']}/" in u for u in model_files), model_files
+        assert page.evaluate("self.crossOriginIsolated")  # what lets the worker use every core
+        requests.clear()
+        page.reload()
+        page.wait_for_function(loaded, timeout=120_000)
+        again = [u for u in requests if "/models/" in u and not u.endswith("index.json")]
+        assert again == [], again
+        browser.close()
+
+
+@pytest.mark.parametrize("runtime", ["chromium-wasm", "chromium-webgpu"])
+def test_verify_parity_in_chromium(tiny_export, trained_tiny, tmp_path, runtime):
+    """`verify parity --runtime chromium-wasm / chromium-webgpu`: stock transformers.js in this Chromium (WebGPU on
+    its software adapter) gives PyTorch's captions for fp32, model and end to end (the synthetic images are at the
+    model's size, so no resize differs), and q8 within the bound the Node and onnxruntime tests use."""
+    from distilvit.parity import verify_parity
+    from distilvit.synthetic import make_synthetic_splits
+
+    images = []
+    for i, row in enumerate(make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=8)["test"]):
+        images.append(tmp_path / f"{i}.png")
+        row["image"].save(images[-1])
+    report = verify_parity(tiny_export, images, model_dir=trained_tiny / "merged", dtypes=["fp32", "q8"],
+                           runtimes=[runtime], min_match=0.8)
+    by_dtype = {e["dtype"]: e for e in report["results"]}
+    assert by_dtype["fp32"]["model"]["exact_match"] == 1.0, by_dtype["fp32"]["model"]
+    assert by_dtype["fp32"]["end_to_end"]["exact_match"] == 1.0, by_dtype["fp32"]["end_to_end"]
+    assert by_dtype["q8"]["model"]["exact_match"] >= 0.8, by_dtype["q8"]["model"]
+    assert report["passed"] and all(e["runtime"] == runtime for e in report["results"])

@@ -61,7 +61,20 @@ def test_files_and_mime_types(served, path, mime):
 def test_index_lists_models_and_dtypes(served):
     status, _, body = get(served, "/models/index.json")
     assert status == 200
-    assert json.loads(body)["models"] == [{"name": "mymodel", "layout": "pipeline", "dtypes": ["fp32"], "default_dtype": "fp32"}]
+    (entry,) = json.loads(body)["models"]
+    version = entry.pop("version")
+    assert entry == {"name": "mymodel", "path": f"mymodel/v{version}", "layout": "pipeline", "dtypes": ["fp32"],
+                     "default_dtype": "fp32"}
+
+
+def test_versioned_model_paths_serve_only_the_current_export(served, tmp_path):
+    """The demo loads /models/NAME/vVERSION/...: the browser may cache those for good, because a new export (a new
+    export_config.json) gets a new version and the old URLs answer 404."""
+    (entry,) = json.loads(get(served, "/models/index.json")[2])["models"]
+    status, _, body = get(served, f"/models/{entry['path']}/config.json")
+    assert status == 200 and body == get(served, "/models/mymodel/config.json")[2]
+    assert get(served, "/models/mymodel/v000000000000/config.json")[0] == 404
+    assert get(served, f"/models/{entry['path']}/../../secret.txt")[0] == 404
 
 
 @pytest.mark.parametrize("path", ["/models/mymodel/tokenizer.json", "/models/other/config.json", "/nope.html",

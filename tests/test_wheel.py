@@ -199,8 +199,10 @@ def test_serve_the_demo_and_the_export(venv, exported):
         assert page == (ROOT / "web-demo" / "index.html").read_bytes()
         status, mime, body = fetch(port, "/models/index.json")
         assert (status, mime) == (200, "application/json")
-        assert json.loads(body)["models"] == [{"name": exported.name, "layout": "pipeline", "dtypes": ["fp32"],
-                                               "default_dtype": "fp32"}]
+        (entry,) = json.loads(body)["models"]
+        assert {k: entry[k] for k in ("name", "layout", "dtypes", "default_dtype")} == {
+            "name": exported.name, "layout": "pipeline", "dtypes": ["fp32"], "default_dtype": "fp32"}
+        assert fetch(port, f"/models/{entry['path']}/config.json")[0] == 200  # the versioned path the demo loads
         for path, mime in (("/worker.js", "text/javascript"), ("/samples/captions.json", "application/json"),
                            ("/vendor/transformers.min.js", "text/javascript"),
                            (f"/models/{exported.name}/export_config.json", "application/json")):

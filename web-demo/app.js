@@ -6,27 +6,33 @@ let models = [];
 let ready = false;
 let loadId = 0; // answers to an older load are ignored
 let pending = null; // image waiting for the model to load
+let captionId = 0; // answers to an older caption are ignored: a late answer never lands under a newer image
+let loadMs = null; // the current model's load time, shown beside each caption's time
 
 function status(text) { $('status').textContent = text; }
 function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
 
 worker.onmessage = ({ data }) => {
   if (data.type === 'progress') {
+    if (data.id !== loadId) return;
     $('progress').hidden = false;
     $('progress-bar').style.width = `${Math.round(data.progress ?? 0)}%`;
     $('progress-text').textContent = `${data.file} ${Math.round(data.progress ?? 0)}%`;
   } else if (data.type === 'ready') {
     if (data.id !== loadId) return;
     ready = true;
+    loadMs = data.ms;
     $('progress').hidden = true;
     status(`Model loaded in ${(data.ms / 1000).toFixed(1)} s.`);
     if (pending) { const image = pending; pending = null; caption(image); }
   } else if (data.type === 'caption') {
+    if (data.id !== captionId) return;
     $('progress').hidden = true;
     $('caption').textContent = data.text;
-    $('timing').textContent = `(${Math.round(data.ms)} ms)`;
+    $('timing').textContent = `(caption ${Math.round(data.ms)} ms; model load ${(loadMs / 1000).toFixed(1)} s, once)`;
     status('');
   } else if (data.type === 'error') {
+    if ((data.kind === 'load' && data.id !== loadId) || (data.kind === 'caption' && data.id !== captionId)) return;
     $('progress').hidden = true;
     showError(data.message);
     status('');
@@ -45,13 +51,17 @@ function load() {
   ready = false;
   showError('');
   status(`Loading ${model.name} (${choice === 'mix' ? Object.values(dtype).join('/') : dtype}, ${device})...`);
-  worker.postMessage({ type: 'load', id: ++loadId, model: model.name, layout: model.layout, dtype, device });
+  worker.postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device });
 }
 
 function fillDtypes() {
   const model = models.find((m) => m.name === $('model').value);
-  const options = model.dtypes.map((d) => new Option(d, d, d === model.default_dtype, d === model.default_dtype));
-  if (typeof model.default_dtype === 'object') {  // a per-graph mix: offered first, and chosen by default
+  // WebGPU: the device default (q4f16, fp16, q4 first: WebGPU wants 4-bit or half precision); WASM: the export's
+  const webgpu = $('device').value === 'webgpu';
+  const gpuPick = ['q4f16', 'fp16', 'q4', 'fp32'].find((d) => model.dtypes.includes(d));
+  const pick = webgpu && gpuPick ? gpuPick : model.default_dtype;
+  const options = model.dtypes.map((d) => new Option(d, d, d === pick, d === pick));
+  if (typeof model.default_dtype === 'object' && !(webgpu && gpuPick)) {  // a per-graph mix: offered first, chosen by default
     const label = 'mix: ' + Object.entries(model.default_dtype).map(([g, d]) => `${g} ${d}`).join(', ');
     options.unshift(new Option(label, 'mix', true, true));
   }
@@ -67,7 +77,7 @@ function caption(blob) {
   $('timing').textContent = '';
   if (!ready) { pending = blob; status('Waiting for the model...'); return; }
   status('Captioning...');
-  worker.postMessage({ type: 'caption', image: blob });
+  worker.postMessage({ type: 'caption', id: ++captionId, image: blob });
 }
 
 async function start() {
@@ -85,7 +95,7 @@ async function start() {
   fillDtypes();
   $('model').onchange = () => { fillDtypes(); load(); };
   $('dtype').onchange = load;
-  $('device').onchange = load;
+  $('device').onchange = () => { fillDtypes(); load(); };
   $('file').onchange = (e) => {
     if (e.target.files[0]) caption(e.target.files[0]);
     e.target.value = ''; // choosing the same file again must caption again

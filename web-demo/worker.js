@@ -1,20 +1,33 @@
-// Runs the model off the main thread so the page stays responsive.
-// Messages in:  {type: 'load', id, model, layout, dtype, device} | {type: 'caption', image: Blob}
-// Messages out: {type: 'progress', file, progress} | {type: 'ready', id, ms} | {type: 'caption', text, ms} | {type: 'error', message}
+// Runs the model off the main thread so the page stays responsive. Messages are handled one at a time, in order
+// (a load never overlaps a caption), and every answer carries the id of the message it answers.
+// Messages in:  {type: 'load', id, model, layout, dtype, device} | {type: 'caption', id, image: Blob}
+// Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms} | {type: 'caption', id, text, ms}
+//               | {type: 'error', id, message}
 // All files come from the page's own server: transformers.js and the wasm from /vendor/, models from /models/.
+// `model` is the served path `NAME/vVERSION`: a new export of the same name has a new version, so the browser
+// cache (Cache Storage, which transformers.js keys by URL) never serves a stale one, and a reload of the same
+// export requests no model file at all.
 import { env, pipeline, AutoProcessor, AutoModelForImageTextToText, RawImage } from '/vendor/transformers.min.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = '/models/';
-env.useBrowserCache = false;
+env.useBrowserCache = true;
 env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
+// every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md)
+env.backends.onnx.wasm.numThreads = self.navigator.hardwareConcurrency || 1;
 
 let run = null; // async (RawImage) => caption text
+let dispose = null; // frees the loaded model's sessions
 
 async function load({ id, model, layout, dtype, device }) {
+  if (dispose) {  // the replaced model's sessions (and their wasm / GPU memory) go first
+    const free = dispose;
+    run = dispose = null;
+    await free();
+  }
   const progress_callback = (p) => {
-    if (p.status === 'progress') postMessage({ type: 'progress', file: p.file, progress: p.progress });
+    if (p.status === 'progress') postMessage({ type: 'progress', id, file: p.file, progress: p.progress });
   };
   const options = { dtype, device, progress_callback };
   const t0 = performance.now();
@@ -28,14 +41,17 @@ async function load({ id, model, layout, dtype, device }) {
       const [text] = processor.batch_decode(out.slice(null, [inputs.input_ids.dims[1], null]), { skip_special_tokens: true });
       return text.trim();
     };
+    dispose = () => llava.dispose();
   } else {
     const captioner = await pipeline('image-to-text', model, options);
     run = async (image) => (await captioner(image))[0].generated_text.trim();
+    dispose = () => captioner.dispose();
   }
   postMessage({ type: 'ready', id, ms: performance.now() - t0 });
 }
 
-async function caption(blob) {
+async function caption({ id, image: blob }) {
+  if (!run) throw new Error('No model is loaded.');
   let image;
   try {
     image = await RawImage.fromBlob(blob);
@@ -44,14 +60,17 @@ async function caption(blob) {
   }
   const t0 = performance.now();
   const text = await run(image);
-  postMessage({ type: 'caption', text, ms: performance.now() - t0 });
+  postMessage({ type: 'caption', id, text, ms: performance.now() - t0 });
 }
 
-self.onmessage = async ({ data }) => {
+async function handle(data) {
   try {
     if (data.type === 'load') await load(data);
-    else if (data.type === 'caption') await caption(data.image);
+    else if (data.type === 'caption') await caption(data);
   } catch (err) {
-    postMessage({ type: 'error', message: String(err?.message ?? err) });
+    postMessage({ type: 'error', id: data.id, kind: data.type, message: String(err?.message ?? err) });
   }
-};
+}
+
+let queue = Promise.resolve();
+self.onmessage = ({ data }) => { queue = queue.then(() => handle(data)); };
