@@ -7,8 +7,11 @@ exported here (nothing downloaded). One 224 px image, exactly `tokens` generated
   transformers.js      q8 and q4 in Node (`js/bench.mjs`)
 split into vision encoder, prefill and per-token decode where the runtime allows, with the resident memory each
 runtime adds while loading and running the model (each in a fresh process).
-The floor, measured on the same machine: per token >= decoder bytes / memory bandwidth; encoder and prefill >=
-their FLOPs / matmul FLOP/s. This module measures and reports; it knows nothing about training.
+The floor, measured on the same machine with the threads the runtimes use: per token >= decoder bytes / memory
+bandwidth (a multi-threaded copy); encoder and prefill >= their FLOPs / the GEMM rate of the dtype's arithmetic:
+the int8 GEMM rate (onnxruntime MatMulInteger, the kernel q8/int8/uint8 graphs run) for those dtypes, the fp32
+GEMM rate for the rest (fp16 and 4-bit weights are computed in fp32 on a CPU). A stage measured below its floor
+means the floor is wrong, and the report says so. This module measures and reports; it knows nothing about training.
 """
 
 from __future__ import annotations
@@ -60,16 +63,60 @@ class PeakMemory:
         return (self.peak - self.start) / 2**20
 
 
+INT8_DTYPES = ("q8", "int8", "uint8")  # run MatMulInteger (dynamic quantization); every other dtype computes in fp32
+GEMM_SHAPE = (196, 768, 3072)  # M, K, N: the vision encoder's MLP on 196 patches, the bulk of encoder and prefill
+
+
+def _int8_gemm_gops(repeats: int, threads: int) -> float:
+    """onnxruntime's uint8 x int8 MatMulInteger rate (GOP/s) on GEMM_SHAPE: the arithmetic of a q8 graph."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = GEMM_SHAPE
+    weights = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 127, (k, n), dtype=np.int8), "B")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8-gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).integers(0, 255, (m, k), dtype=np.uint8)
+    session.run(None, {"A": a})
+    best = min(_timed(lambda: session.run(None, {"A": a})) for _ in range(max(repeats, 3) * 4))
+    return 2 * m * k * n / best / 1e9
+
+
 def measure_floor(repeats: int = 5) -> dict:
-    """Memory bandwidth (GB/s, bytes read + written by a large copy) and fp32 matmul GFLOP/s of this machine."""
-    src = np.ones(64 * 2**20, dtype=np.float32)  # 256 MiB
-    dst = np.empty_like(src)
-    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(repeats))
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    torch.mm(a, b)
-    mm = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return {"memory_bandwidth_gbs": 2 * src.nbytes / best / 1e9, "matmul_gflops": 2 * 1024**3 / mm / 1e9,
-            "threads": torch.get_num_threads()}
+    """This machine's rates with the threads the runtimes use (one per core, onnxruntime's default): memory
+    bandwidth (GB/s, bytes read + written by a large multi-threaded copy), fp32 matmul GFLOP/s and int8 GEMM GOP/s."""
+    threads = os.cpu_count() or 1
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.ones(64 * 2**20, dtype=torch.float32)  # 256 MiB
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+        torch.mm(a, b)
+        mm = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(previous)
+    return {"memory_bandwidth_gbs": 2 * src.numel() * 4 / best / 1e9, "matmul_gflops": 2 * 1024**3 / mm / 1e9,
+            "int8_gemm_gops": _int8_gemm_gops(repeats, threads), "threads": threads}
+
+
+def stage_floors(flops: dict, machine: dict, per_token_ms: dict[str, float]) -> dict:
+    """Floors in ms per stage and dtype: encoder and prefill from the dtype's GEMM rate, per token from bytes."""
+    def rate(dtype: str) -> float:
+        return (machine["int8_gemm_gops"] if dtype in INT8_DTYPES else machine["matmul_gflops"]) * 1e9
+
+    dtypes = sorted(set(per_token_ms) | {"fp32"})
+    return {"encoder_ms": {d: flops["encoder"] / rate(d) * 1e3 for d in dtypes},
+            "prefill_ms": {d: flops["prefill"] / rate(d) * 1e3 for d in dtypes},
+            "per_token_ms": dict(per_token_ms)}
 
 
 def _timed(fn) -> float:
@@ -227,12 +274,8 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     sizes = {}
     for dtype in ("fp32",) + tuple(ort_dtypes):
         sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}
-    floors = {
-        "encoder_ms": flops["encoder"] / (floor["matmul_gflops"] * 1e9) * 1e3,
-        "prefill_ms": flops["prefill"] / (floor["matmul_gflops"] * 1e9) * 1e3,
-        "per_token_ms": {d: decoder_bytes(export_dir, d) / (floor["memory_bandwidth_gbs"] * 1e9) * 1e3
-                         for d in sizes},
-    }
+    floors = stage_floors(flops, floor, {d: decoder_bytes(export_dir, d) / (floor["memory_bandwidth_gbs"] * 1e9) * 1e3
+                                         for d in sizes})
     from distilvit.provenance import stamp
 
     return {"tokens": tokens, "repeats": repeats, "machine": floor, "flops": flops, "floor": floors,

@@ -4,19 +4,28 @@ the floor measurements, FLOP counts against a direct count, each runtime's timin
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
 from distilvit import bench_report
-from distilvit.bench_runtime import PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops, needs_export
+from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops, needs_export,
+                                     stage_floors)
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest
 
 
 def test_floor_is_measured():
     floor = measure_floor(repeats=2)
-    assert floor["memory_bandwidth_gbs"] > 0.1 and floor["matmul_gflops"] > 0.1
+    assert floor["memory_bandwidth_gbs"] > 0.1 and floor["matmul_gflops"] > 0.1 and floor["int8_gemm_gops"] > 0.1
+    assert floor["threads"] == (os.cpu_count() or 1)  # the threads onnxruntime uses by default
+    floors = stage_floors({"encoder": 2e9, "prefill": 4e9}, floor, {"q8": 1.0, "fp32": 4.0})
+    # q8 stages are bounded by the int8 GEMM rate, the rest by fp32's: the same FLOPs, each its own rate
+    assert floors["encoder_ms"]["q8"] == pytest.approx(2e9 / (floor["int8_gemm_gops"] * 1e9) * 1e3)
+    assert floors["encoder_ms"]["fp32"] == pytest.approx(2e9 / (floor["matmul_gflops"] * 1e9) * 1e3)
+    assert floors["prefill_ms"]["q8"] / floors["encoder_ms"]["q8"] == pytest.approx(2.0)
 
 
 def test_flops_match_a_count_of_the_linear_layers(short_run):
@@ -40,7 +49,7 @@ def test_runtimes_report_stages_and_memory(short_run, tmp_path):
         assert times["peak_mib"] >= 0
 
     report = {"tokens": 4, "repeats": 2, "machine": measure_floor(2), "flops": model_flops(model.config),
-              "floor": {"encoder_ms": 1.0, "prefill_ms": 1.0, "per_token_ms": {"fp32": 0.1}},
+              "floor": stage_floors(model_flops(model.config), measure_floor(2), {"fp32": 0.1}),
               "sizes_bytes": {"fp32": {"encoder_model": 1, "decoder_model_merged": 2}},
               "results": [{"runtime": "PyTorch eager", "dtype": "fp32", **torch_times},
                           {"runtime": "onnxruntime", "dtype": "fp32", **ort_times}],
