@@ -205,3 +205,17 @@ def test_partial_save_to_disk_copy_names_the_missing_shard(tmp_path):
     with pytest.raises(UserError, match="data-00001-of-00002.arrow") as info:
         load_caption_splits([str(copy)], cache_dir=str(tmp_path / "cache"))
     assert "download it again" in str(info.value)
+
+
+def test_only_the_split_files_are_fetched(hf_home, tmp_path):
+    """What `snapshot_download` is asked for after the layout files: the README's default config data files (not
+    flickr's example JPEGs), the split folders of a save_to_disk repo, everything when nothing says."""
+    from distilvit.data.hub import data_patterns
+
+    assert data_patterns(snapshot(hf_home, FLICKR)) == ["data/test-*"]
+    assert data_patterns(snapshot(hf_home, COCO)) == ["train/*", "test/*", "validation/*"]
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n    train: a/*.parquet\n"
+                                        "    test: [b/1.parquet, b/2.parquet]\n---\n")
+    assert data_patterns(tmp_path) == ["a/*.parquet", "b/1.parquet", "b/2.parquet"]
+    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\n---\n")
+    assert data_patterns(tmp_path) is None

@@ -45,6 +45,8 @@ def _readme_data_files(readme: Path) -> list[str] | None:
     files = default.get("data_files") if isinstance(default, dict) else None
     if isinstance(files, str):
         return [files]
+    if isinstance(files, dict):  # {split: path or [paths]}
+        files = [{"path": paths} for paths in files.values()]
     patterns = []
     for entry in files or []:
         paths = entry.get("path") if isinstance(entry, dict) else entry
