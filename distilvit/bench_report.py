@@ -34,6 +34,15 @@ def markdown(report: dict, plot_name: str | None) -> str:
     lines += ["", "Caption time ratios: " + "; ".join(ratios) + ". Peak MiB is the resident memory each runtime adds "
               "while loading and running the model, each in a fresh process. transformers.js reports the first token "
               "(JavaScript preprocessing + encoder + prefill) as one figure."]
+    browser = [r for r in report["results"] if r["runtime"].startswith("Chromium")]
+    if browser:
+        lines += ["", "In the browser: stock transformers.js in Chromium on WebAssembly (`web-demo/bench.html`, the page "
+                  "served from 127.0.0.1 with cross-origin isolation; files loaded without the browser cache):", "",
+                  "| dtype | threads | model load s | first caption ms | caption ms (median) | first token ms | per token ms |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in browser:
+            lines.append(f"| {r['dtype']} | {r['threads']} | {r['load_ms'] / 1000:.1f} | {_ms(r['first_caption_ms'])} | "
+                         f"{_ms(r['total_ms'])} | {_ms(r['first_token_ms'])} | {_ms(r['per_token_ms'])} |")
     lines += ["", "The floor on this machine (a stage cannot be faster than this; q8/int8/uint8 compute with int8 GEMMs, "
               "every other dtype in fp32):", "", "| stage | dtype | floor | from |", "|---|---|---|---|"]
     for stage, label in (("encoder_ms", "vision encoder"), ("prefill_ms", "prefill")):

@@ -5,6 +5,9 @@ exported here (nothing downloaded). One 224 px image, exactly `tokens` generated
   PyTorch eager fp32   the baseline a user has without this toolkit (`generate`-equivalent loop with a KV cache)
   onnxruntime          fp32, fp16, q8, q4 graphs of the pipeline layout (`export/ort_generate.time_caption`)
   transformers.js      q8 and q4 in Node (`js/bench.mjs`)
+  Chromium WASM        q8, q4 and vision=q8,decoder=q4 in real Chromium on WebAssembly with 1 thread and with every
+                       core (`web-demo/bench.html` through distilvit.browser_runtime); WebGPU is left out: this
+                       machine's adapter is software, so its times mean nothing (its correctness: verify parity)
 split into vision encoder, prefill and per-token decode where the runtime allows, with the resident memory each
 runtime adds while loading and running the model (each in a fresh process).
 The floor, measured on the same machine with the threads the runtimes use: per token >= decoder bytes / memory
@@ -214,6 +217,19 @@ def bench_transformers_js(export_dir: Path, dtype: str, image: Path, tokens: int
             "peak_mib": out["peak_mib"]}
 
 
+MIX = {"encoder_model": "q8", "decoder_model_merged": "q4"}  # vision=q8,decoder=q4: the smallest fast-encoder mix
+
+
+def bench_chromium(export_dir: Path, dtype, image: Path, tokens: int, repeats: int, threads: int) -> dict:
+    """Stock transformers.js in Chromium WebAssembly with `threads` threads (distilvit.browser_runtime)."""
+    from distilvit.browser_runtime import run_bench as run_in_chromium
+
+    out = run_in_chromium(export_dir, dtype, image, tokens, repeats, threads)
+    total, first = statistics.median(out["caption_ms"]), statistics.median(out["first_token_ms"])
+    return {"first_token_ms": first, "per_token_ms": (total - first) / max(tokens - 1, 1), "total_ms": total,
+            "load_ms": out["load_ms"], "first_caption_ms": out["warmup_ms"], "threads": threads}
+
+
 def decoder_bytes(export_dir: Path, dtype: str) -> int:
     path = Path(export_dir) / C.onnx_file("decoder_model_merged", dtype)
     return path.stat().st_size
@@ -234,9 +250,10 @@ def needs_export(export_dir: Path) -> bool:
 
 
 def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
-              js_dtypes=("q8", "q4")) -> dict:
+              js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None) -> dict:
     """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
-    and measure every runtime."""
+    and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
+    (default: 1 and every core); an empty tuple leaves the browser out."""
     from PIL import Image
 
     from distilvit.export.exporter import export_model
@@ -250,6 +267,10 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     if needs_export(export_dir):
         log.info("exporting it (fp32, fp16, q8, q4) to %s", export_dir)
         export_model(merged, export_dir, quantize="fp16,q8,q4", agreement_images=0, overwrite=True)
+    if browser_dtypes:
+        from distilvit.browser_runtime import find_chromium
+
+        find_chromium()  # before minutes of other runtimes: a missing Chromium is one clear error now
     rng = np.random.default_rng(0)
     image = Image.fromarray((rng.random((224, 224, 3)) * 255).astype("uint8"))
     image_path = workdir / "bench-image.png"
@@ -271,6 +292,13 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
         log.info("transformers.js %s", dtype)
         results.append({"runtime": "transformers.js", "dtype": dtype,
                         **bench_transformers_js(export_dir, dtype, image_path, tokens, repeats)})
+    threads = browser_threads or sorted({1, os.cpu_count() or 1})
+    for dtype in browser_dtypes:
+        for n in threads:
+            log.info("Chromium WASM %s, %d thread(s)", dtype, n)
+            label = "vision=q8,decoder=q4" if dtype == "mix" else dtype
+            results.append({"runtime": f"Chromium WASM, {n} thread{'s' if n > 1 else ''}", "dtype": label,
+                            **bench_chromium(export_dir, MIX if dtype == "mix" else dtype, image_path, tokens, repeats, n)})
     sizes = {}
     for dtype in ("fp32",) + tuple(ort_dtypes):
         sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}

@@ -9,7 +9,8 @@ its results are correctness only; its times mean nothing. Nothing leaves 127.0.0
 
 Needs Chromium (`DISTILVIT_WEB_CHROMIUM`, else `chromium` / `chromium-browser` / `google-chrome` on PATH; Debian:
 `apt-get install chromium`) and the Python package playwright (`pip install playwright`; its own browser download
-is not used). This module knows nothing about PyTorch or the report; it returns token ids per image.
+is not used). `distilvit-web bench` times captions in the same way (`run_bench`, web-demo/bench.html). This module
+knows nothing about PyTorch or the reports; it returns token ids per image, or timings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import mimetypes
 import os
 import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from distilvit.errors import UserError
@@ -43,33 +45,23 @@ def find_chromium() -> str:
                     f"or set {CHROMIUM_ENV} to its executable")
 
 
-def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: list[Path], pixel_values,
-               max_new_tokens: int, timeout_s: float = 900) -> dict:
-    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms}]} from Chromium."""
-    if runtime not in DEVICES:
-        raise ValueError(f"unknown browser runtime {runtime!r}")
+@contextmanager
+def page_for(export_dir: Path, device: str, files: dict[str, Path], page_name: str, ready: str):
+    """A Chromium page at `/<page_name>` of a server on 127.0.0.1 serving `export_dir` (and `files` at their URL
+    paths), after `ready` is true on it. Requests outside that server are refused. Yields (page, model path)."""
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
     except ImportError as err:
-        raise UserError(f"--runtime {runtime} drives Chromium with Playwright: `pip install playwright` "
+        raise UserError("the chromium-* runtimes drive Chromium with Playwright: `pip install playwright` "
                         "(its browser download is not needed; the system's Chromium is used)") from err
     from distilvit.server import build_site, export_version, make_server
 
     chromium = find_chromium()
     export_dir = Path(export_dir).resolve()
-    site = build_site([export_dir])
-    server = make_server(site, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = make_server(build_site([export_dir]), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{server.server_address[1]}"
-    device = DEVICES[runtime]
-    request = {"model": f"{export_dir.name}/v{export_version(export_dir)}", "layout": layout, "dtype": dtype,
-               "device": device, "images": [f"/parity-images/{i}{Path(p).suffix}" for i, p in enumerate(images)],
-               "max_new_tokens": max_new_tokens,
-               "pixel_values": None if pixel_values is None else
-               {"dims": list(pixel_values.shape), "data": pixel_values.astype("float32").ravel().tolist()}}
-    files = {f"/parity-images/{i}{Path(p).suffix}": Path(p) for i, p in enumerate(images)}
     try:
         with sync_playwright() as playwright:
             flags = FLAGS + (WEBGPU_FLAGS if device == "webgpu" else ["--disable-gpu"])
@@ -85,17 +77,44 @@ def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: 
                     return r.continue_() if path is not None else r.abort()
 
                 page.route("**/*", route)
-                page.goto(f"{origin}/parity.html")
-                page.wait_for_function("window.parityReady === true", timeout=60_000)
-                if device == "webgpu" and not page.evaluate("async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())"):
-                    raise UserError(f"--runtime {runtime}: this Chromium ({chromium}) offers no WebGPU adapter, "
-                                    "even with the software one asked for")
-                page.set_default_timeout(timeout_s * 1000)
-                return page.evaluate("request => window.parity(request)", request)
+                page.goto(f"{origin}/{page_name}")
+                page.wait_for_function(ready, timeout=60_000)
+                if device == "webgpu" and not page.evaluate(
+                        "async () => !!(navigator.gpu && await navigator.gpu.requestAdapter())"):
+                    raise UserError(f"this Chromium ({chromium}) offers no WebGPU adapter, even with the software "
+                                    "one asked for")
+                yield page, f"{export_dir.name}/v{export_version(export_dir)}"
             finally:
                 browser.close()
     except PlaywrightError as err:
-        raise RuntimeError(f"{runtime} (Chromium at {chromium}) failed: {str(err).splitlines()[0][:500]}") from err
+        raise RuntimeError(f"Chromium at {chromium} failed: {str(err).splitlines()[0][:500]}") from err
     finally:
         server.shutdown()
         server.server_close()
+
+
+def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: list[Path], pixel_values,
+               max_new_tokens: int, timeout_s: float = 900) -> dict:
+    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms}]} from Chromium."""
+    if runtime not in DEVICES:
+        raise ValueError(f"unknown browser runtime {runtime!r}")
+    device = DEVICES[runtime]
+    files = {f"/parity-images/{i}{Path(p).suffix}": Path(p) for i, p in enumerate(images)}
+    with page_for(export_dir, device, files, "parity.html", "window.parityReady === true") as (page, model):
+        request = {"model": model, "layout": layout, "dtype": dtype, "device": device, "images": list(files),
+                   "max_new_tokens": max_new_tokens,
+                   "pixel_values": None if pixel_values is None else
+                   {"dims": list(pixel_values.shape), "data": pixel_values.astype("float32").ravel().tolist()}}
+        page.set_default_timeout(timeout_s * 1000)
+        return page.evaluate("request => window.parity(request)", request)
+
+
+def run_bench(export_dir: Path, dtype, image: Path, tokens: int, repeats: int, threads: int,
+              timeout_s: float = 1800) -> dict:
+    """Caption timings of the pipeline layout in Chromium WebAssembly with `threads` threads (web-demo/bench.js)."""
+    files = {f"/bench-image{Path(image).suffix}": Path(image)}
+    with page_for(export_dir, "wasm", files, "bench.html", "window.benchReady === true") as (page, model):
+        page.set_default_timeout(timeout_s * 1000)
+        request = {"model": model, "dtype": dtype, "device": "wasm", "threads": threads, "image": next(iter(files)),
+                   "tokens": tokens, "repeats": repeats}
+        return page.evaluate("request => window.bench(request)", request)

@@ -332,6 +332,7 @@ def bench(
     tokens: int = typer.Option(20, help="Generated tokens per caption (EOS ignored)."),
     repeats: int = typer.Option(3, help="Timed captions per runtime (median reported), after one warm-up."),
     output: Path = typer.Option(Path("docs/benchmarks.md"), help="The Markdown report; the plot and the JSON go beside it."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time stock transformers.js in Chromium WebAssembly (q8, q4, vision=q8,decoder=q4; 1 thread and every core). Needs Chromium and playwright."),
 ):
     if ctx.invoked_subcommand is not None:
         return
@@ -341,7 +342,7 @@ def bench(
 
     Path(workdir).mkdir(parents=True, exist_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)  # docs/ need not exist where an installed toolkit runs
-    report = run_bench(workdir, tokens, repeats)
+    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else ())
     plot = output.with_suffix(".png")
     bench_report.plot(report, plot)
     output.write_text(bench_report.markdown(report, plot.name))

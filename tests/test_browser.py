@@ -150,3 +150,18 @@ def test_verify_parity_in_chromium(tiny_export, trained_tiny, tmp_path, runtime)
     assert by_dtype["fp32"]["end_to_end"]["exact_match"] == 1.0, by_dtype["fp32"]["end_to_end"]
     assert by_dtype["q8"]["model"]["exact_match"] >= 0.8, by_dtype["q8"]["model"]
     assert report["passed"] and all(e["runtime"] == runtime for e in report["results"])
+
+
+def test_bench_times_captions_in_chromium(tiny_export, tmp_path):
+    """The Chromium rows of `distilvit-web bench`: stock transformers.js on WebAssembly, 1 thread and every core."""
+    import os
+
+    from distilvit.bench_runtime import bench_chromium
+    from distilvit.synthetic import make_synthetic_splits
+
+    image = tmp_path / "bench.png"
+    make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].save(image)
+    for threads in sorted({1, os.cpu_count() or 1}):
+        row = bench_chromium(tiny_export, "q8", image, tokens=4, repeats=2, threads=threads)
+        assert row["threads"] == threads and row["load_ms"] > 0 and row["first_caption_ms"] > 0
+        assert row["total_ms"] >= row["first_token_ms"] > 0 and row["per_token_ms"] >= 0

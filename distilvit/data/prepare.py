@@ -116,7 +116,7 @@ def _scan_images(images: datasets.Dataset, num_proc: int, desc: str) -> list[str
     keys: list[str | None] = []
     with tqdm(total=len(images), desc=desc, unit="img", disable=None) as bar:
         if num_proc > 1 and len(jobs) > 1:
-            # fork shares the memory-mapped tables; spawn (Windows, macOS) pickles them (a path, not the bytes)
+            # each job carries the dataset pickled: for memory-mapped Arrow files that is their path, not the bytes
             context = multiprocessing.get_context("fork" if platform.system() == "Linux" else "spawn")
             with context.Pool(min(num_proc, len(jobs))) as pool:
                 for chunk in pool.imap(_scan, jobs):

@@ -1,0 +1,34 @@
+// Caption latency of stock transformers.js in this browser, for `distilvit-web bench` (distilvit/browser_runtime.py
+// drives it with Playwright). Like distilvit/js/bench.mjs: a fixed number of generated tokens (EOS ignored through
+// min_new_tokens), one warm-up, then `repeats` timed captions and as many one-token runs (preprocessing + encoder +
+// prefill). window.bench(request) with request = {model, dtype (a string or {graph: dtype}), device, threads, image
+// (url), tokens, repeats} resolves to {load_ms, warmup_ms, caption_ms: [...], first_token_ms: [...], threads}.
+import { env, pipeline, RawImage } from '/vendor/transformers.min.js';
+
+env.allowRemoteModels = false;
+env.allowLocalModels = true;
+env.localModelPath = '/models/';
+env.useBrowserCache = false; // load time is the files' own, every run
+env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
+
+window.bench = async (request) => {
+  env.backends.onnx.wasm.numThreads = request.threads; // before the first session: it applies to all of them
+  const t0 = performance.now();
+  const captioner = await pipeline('image-to-text', request.model, { dtype: request.dtype, device: request.device });
+  const loadMs = performance.now() - t0;
+  const image = await RawImage.fromURL(request.image);
+  const time = async (tokens) => {
+    const start = performance.now();
+    await captioner(image, { max_new_tokens: tokens, min_new_tokens: tokens });
+    return performance.now() - start;
+  };
+  const warmupMs = await time(request.tokens);
+  const caption = [], first = [];
+  for (let i = 0; i < request.repeats; i++) {
+    caption.push(await time(request.tokens));
+    first.push(await time(1));
+  }
+  await captioner.dispose();
+  return { load_ms: loadMs, warmup_ms: warmupMs, caption_ms: caption, first_token_ms: first, threads: request.threads };
+};
+window.benchReady = true;
