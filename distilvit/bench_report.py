@@ -19,7 +19,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
         f"warm-up). Machine: {report['platform']}, measured with {m['threads']} threads (the runtimes' default): memory "
         f"bandwidth {m['memory_bandwidth_gbs']:.1f} GB/s (large copy, read + write), fp32 matmul "
         f"{m['matmul_gflops']:.0f} GFLOP/s, int8 GEMM {m.get('int8_gemm_gops', float('nan')):.0f} GOP/s "
-        "(onnxruntime MatMulInteger, 196x768x3072); "
+        f"(onnxruntime MatMulInteger, {'x'.join(map(str, m.get('int8_gemm_shape', [])))}); "
         f"{report['created']}.", "",
         "| runtime | dtype | encoder ms | prefill ms | first token ms | per token ms | caption ms | x PyTorch | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|",

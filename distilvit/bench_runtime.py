@@ -67,16 +67,21 @@ class PeakMemory:
 
 
 INT8_DTYPES = ("q8", "int8", "uint8")  # run MatMulInteger (dynamic quantization); every other dtype computes in fp32
-GEMM_SHAPE = (196, 768, 3072)  # M, K, N: the vision encoder's MLP on 196 patches, the bulk of encoder and prefill
+def gemm_shape() -> tuple[int, int, int]:
+    """M, K, N of the real vision encoder's MLP up-projection (patches x hidden x intermediate: 196 x 768 x 3072),
+    the bulk of the encoder's and the prefill's arithmetic, from the real config files (distilvit.realsize)."""
+    from distilvit.realsize import vision_config
+
+    v = vision_config()
+    return (v.image_size // v.patch_size) ** 2, v.hidden_size, v.intermediate_size
 
 
 def _int8_gemm_gops(repeats: int, threads: int) -> float:
-    """onnxruntime's uint8 x int8 MatMulInteger rate (GOP/s) on GEMM_SHAPE: the arithmetic of a q8 graph."""
-    import onnx
+    """onnxruntime's uint8 x int8 MatMulInteger rate (GOP/s) on `gemm_shape()`: the arithmetic of a q8 graph."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    m, k, n = GEMM_SHAPE
+    m, k, n = gemm_shape()
     weights = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 127, (k, n), dtype=np.int8), "B")
     graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "int8-gemm",
                               [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
@@ -108,7 +113,8 @@ def measure_floor(repeats: int = 5) -> dict:
     finally:
         torch.set_num_threads(previous)
     return {"memory_bandwidth_gbs": 2 * src.numel() * 4 / best / 1e9, "matmul_gflops": 2 * 1024**3 / mm / 1e9,
-            "int8_gemm_gops": _int8_gemm_gops(repeats, threads), "threads": threads}
+            "int8_gemm_gops": _int8_gemm_gops(repeats, threads), "int8_gemm_shape": list(gemm_shape()),
+            "threads": threads}
 
 
 def stage_floors(flops: dict, machine: dict, per_token_ms: dict[str, float]) -> dict:

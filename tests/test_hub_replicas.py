@@ -132,11 +132,19 @@ def test_second_load_reuses_the_checked_rows(hf_home, tmp_path, caplog):
 
 # --- the commands a user types -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dataset_args, sizes", [([], {"train": 24, "validation": 6, "test": 6}),
-                                                 (["--dataset", "coco"], {"train": 28, "validation": 6, "test": 5})],
-                         ids=["defaults-flickr30k", "coco"])
+@pytest.mark.parametrize("dataset_args, sizes", [
+    ([], {"train": 24, "validation": 6, "test": 6}),
+    (["--dataset", "coco"], {"train": 28, "validation": 6, "test": 5}),
+    # a copy as `hf download --local-dir` writes it (a smaller batch: the data path is what this case checks)
+    (["--dataset", "LOCAL_COPY_OF_COCO", "--effective-batch-size", "8"], {"train": 28, "validation": 6, "test": 5}),
+], ids=["defaults-flickr30k", "coco", "coco-as-dataset-dir"])
 def test_default_train_command_runs_offline_on_the_replicas(hf_home, tmp_path, dataset_args, sizes):
     env = user_env(hf_home)
+    if "LOCAL_COPY_OF_COCO" in dataset_args:
+        local = tmp_path / "coco-gpt4o"
+        shutil.copytree(snapshot(hf_home, COCO), local)
+        (local / ".cache" / "huggingface").mkdir(parents=True)
+        dataset_args = [str(local) if a == "LOCAL_COPY_OF_COCO" else a for a in dataset_args]
     run = tmp_path / "run"
     result = run_cli(["train", "--output-dir", str(run), "--max-steps", "2", *dataset_args], env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
