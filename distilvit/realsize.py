@@ -84,7 +84,8 @@ def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     Ids 0..16 are SmolLM's special tokens, 17..272 the 256 byte symbols, the rest merges of two byte symbols
     (printable ones first), so any text encodes and every id decodes.
     """
-    vocab_size = vocab_size or text_config().vocab_size
+    config = text_config()
+    vocab_size = vocab_size or config.vocab_size
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: i for i, token in enumerate(SMOLLM_SPECIAL_TOKENS)}
     for symbol in alphabet:
@@ -108,7 +109,7 @@ def build_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     eot = SMOLLM_SPECIAL_TOKENS[0]
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=eot, eos_token=eot, unk_token=eot,
                                    additional_special_tokens=list(SMOLLM_SPECIAL_TOKENS),
-                                   model_max_length=text_config().max_position_embeddings)
+                                   model_max_length=config.max_position_embeddings)
 
 
 def _copy_config_files(repo_id: str, names: tuple[str, ...], folder: Path) -> None:

@@ -83,8 +83,9 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
     if bases:
         front += ["base_model:"] + [f"  - {b}" for b in bases]
     front.append("---")
-    js = _js_snippet(info["layout"], configured_dtype(folder))
-    python = _python_snippet(configured_dtype(folder))
+    dtype = configured_dtype(folder)  # read config.json once for both snippets
+    js = _js_snippet(info["layout"], dtype)
+    python = _python_snippet(dtype)
     agreement = "\n".join(f"- {d}: {a['caption_match_with_fp32']:.2f} of {a['images']} captions equal to fp32"
                           for d, a in info.get("caption_agreement_with_fp32", {}).items())
     text = "\n".join(front) + f"""
