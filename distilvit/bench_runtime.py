@@ -33,6 +33,7 @@ import psutil
 import torch
 
 from distilvit.export import constants as C
+from distilvit.pixels import PixelPreparer
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +165,16 @@ def bench_pytorch_model(model_dir: Path, pixel_values: np.ndarray, tokens: int, 
 
     with PeakMemory() as memory:
         model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-        pixels = torch.from_numpy(pixel_values)
-        bench_pytorch(model, pixels, tokens)
-        runs = [bench_pytorch(model, pixels, tokens) for _ in range(repeats)]
+        pixels = torch.from_numpy(pixel_values)  # raw [1, C, H, W]: prepared inside the timed encoder stage
+        prepare = PixelPreparer.from_model_dir(model_dir)
+        bench_pytorch(model, pixels, tokens, prepare)
+        runs = [bench_pytorch(model, pixels, tokens, prepare) for _ in range(repeats)]
     return {**_median(runs), "peak_mib": memory.mib}
 
 
-def bench_pytorch(model, pixel_values: torch.Tensor, tokens: int) -> dict:
-    """Eager fp32 PyTorch: vision features, prefill with a cache, then one token at a time."""
+def bench_pytorch(model, pixel_values: torch.Tensor, tokens: int, prepare: PixelPreparer) -> dict:
+    """Eager fp32 PyTorch: pixel preparation + vision features (as the encoder graph does), prefill with a cache,
+    then one token at a time."""
     from transformers import DynamicCache
 
     from distilvit.export.graphs import vision_features
@@ -183,7 +186,7 @@ def bench_pytorch(model, pixel_values: torch.Tensor, tokens: int) -> dict:
     ids = torch.tensor([prefix_ids(cfg.image_token_index, model.generation_config.bos_token_id, n)])
     with torch.no_grad(), PeakMemory() as memory:
         t0 = time.perf_counter()
-        features = vision_features(model, pixel_values)
+        features = vision_features(model, prepare.prepare_raw(pixel_values))
         t1 = time.perf_counter()
         embeds = model.get_input_embeddings()(ids)
         embeds[:, :n] = features
@@ -281,9 +284,11 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     image = Image.fromarray((rng.random((224, 224, 3)) * 255).astype("uint8"))
     image_path = workdir / "bench-image.png"
     image.save(image_path)
-    from transformers import AutoConfig, AutoImageProcessor
+    from transformers import AutoConfig
 
-    pixels = AutoImageProcessor.from_pretrained(export_dir)(images=[image], return_tensors="np")["pixel_values"]
+    from distilvit.pixels import decode_rgba, raw_tensor
+
+    pixels = raw_tensor(decode_rgba(image_path)).numpy()  # [1, 4, 224, 224]: what the encoder graph takes
     floor = measure_floor()
     flops = model_flops(AutoConfig.from_pretrained(merged))
     results = []

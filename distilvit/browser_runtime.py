@@ -95,7 +95,8 @@ def page_for(export_dir: Path, device: str, files: dict[str, Path], page_name: s
 
 def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: list[Path], pixel_values,
                max_new_tokens: int, timeout_s: float = 900) -> dict:
-    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms}]} from Chromium."""
+    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms}]} from Chromium.
+    `pixel_values`: None, or per image {dims, uint8_base64} (distilvit.parity.pixel_payload)."""
     if runtime not in DEVICES:
         raise ValueError(f"unknown browser runtime {runtime!r}")
     device = DEVICES[runtime]
@@ -103,8 +104,7 @@ def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: 
     with page_for(export_dir, device, files, "parity.html", "window.parityReady === true") as (page, model):
         request = {"model": model, "layout": layout, "dtype": dtype, "device": device, "images": list(files),
                    "max_new_tokens": max_new_tokens,
-                   "pixel_values": None if pixel_values is None else
-                   {"dims": list(pixel_values.shape), "data": pixel_values.astype("float32").ravel().tolist()}}
+                   "pixel_values": pixel_values}
         page.set_default_timeout(timeout_s * 1000)
         return page.evaluate("request => window.parity(request)", request)
 

@@ -1,7 +1,8 @@
 """PyTorch captions: load a merged model (or a run's `merged/`), caption PIL images, score exact match.
 
 Generation is `LlavaForConditionalGeneration.generate` on the prompt `[IMG] x N, BOS`, greedy unless beams are
-asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config. This is the
+asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config. Pixels come from
+`distilvit.pixels` (the rule every runtime applies), not from the saved image processor's PIL resize. This is the
 reference the parity check compares runtimes against. It knows nothing about training or export.
 """
 
@@ -11,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
 
 from distilvit.errors import UserError
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, decode_rgba
 from distilvit.prompt import prompt_ids
 
 MERGED_DIR = "merged"
@@ -24,6 +26,12 @@ MERGED_DIR = "merged"
 class Captioner:
     model: LlavaForConditionalGeneration
     processor: LlavaProcessor
+    pixels: PixelPreparer | None = None
+
+    def __post_init__(self):
+        if self.pixels is None:
+            self.pixels = PixelPreparer.from_processor(self.processor.image_processor,
+                                                       self.model.config.vision_config.image_size)
 
     @property
     def num_image_tokens(self) -> int:
@@ -32,7 +40,7 @@ class Captioner:
     @torch.no_grad()
     def generate_ids(self, images: list[Image.Image], max_new_tokens: int | None = None, num_beams: int = 1) -> list[list[int]]:
         """Generated token ids per image, cut after the first EOS (EOS excluded)."""
-        pixel_values = self.processor.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+        pixel_values = self.pixels(images)  # [B, 3, S, S]
         device = next(self.model.parameters()).device
         input_ids = prompt_ids(self.processor.tokenizer, len(images), self.num_image_tokens).to(device)  # [B, N + 1]
         out = self.model.generate(
@@ -92,13 +100,7 @@ def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:
     return Captioner(model, processor)
 
 
-def open_image(path: Path) -> Image.Image:
-    """An RGB image from `path`, or a UserError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"cannot read image {path}: {err}") from err
+def open_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The decoded image at `path` as RGBA (distilvit.pixels rules: first frame, upright, 8 bits), or a UserError
+    naming the file (missing, unreadable, or over `max_pixels`)."""
+    return Image.fromarray(decode_rgba(Path(path), max_pixels), "RGBA")

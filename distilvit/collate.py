@@ -4,7 +4,8 @@
     labels:     -100 x (N + 1), caption tokens, EOS, -100...
 
 Loss is on the caption and EOS only; the model shifts labels itself. Rows with several captions get one chosen
-at random (seeded) each time the row is drawn. This module knows nothing about where the data came from.
+at random (seeded) each time the row is drawn. Pixels: distilvit.pixels (the rule the exported graph repeats in
+every runtime). This module knows nothing about where the data came from.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import random
 import torch
 from transformers import LlavaProcessor
 
+from distilvit.pixels import PixelPreparer
 from distilvit.prompt import training_row
 
 IGNORE_INDEX = -100
@@ -22,8 +24,10 @@ IGNORE_INDEX = -100
 class CaptionCollator:
     """Callable for `Trainer(data_collator=...)`: rows with `image` (PIL) and `captions` (list of str)."""
 
-    def __init__(self, processor: LlavaProcessor, num_image_tokens: int, max_length: int, seed: int = 0):
+    def __init__(self, processor: LlavaProcessor, num_image_tokens: int, max_length: int, image_size: int, seed: int = 0):
         self.processor = processor
+        # no pixel limit here: the data pass (distilvit.data.prepare) already decoded every image
+        self.pixels = PixelPreparer.from_processor(processor.image_processor, image_size, max_pixels=None)
         self.tokenizer = processor.tokenizer
         self.num_image_tokens = num_image_tokens
         self.max_length = max_length
@@ -39,7 +43,7 @@ class CaptionCollator:
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        images = [row["image"].convert("RGB") for row in rows]
+        images = [row["image"] for row in rows]
         captions = [self._choose(row["captions"]) for row in rows]
         inputs, labels = self.token_rows(captions)
         width = max(len(r) for r in inputs)
@@ -51,7 +55,7 @@ class CaptionCollator:
             input_ids[i, : len(ids)] = torch.tensor(ids)
             label_ids[i, : len(lab)] = torch.tensor(lab)
             attention[i, : len(ids)] = 1
-        pixel_values = self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]  # [B, 3, H, W]
+        pixel_values = self.pixels(images)  # [B, 3, S, S]
         return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, "pixel_values": pixel_values}
 
     def _choose(self, captions) -> str:

@@ -3,8 +3,9 @@
 For the same images, PyTorch's greedy captions are the reference. Each runtime (onnxruntime in Python, stock
 transformers.js in Node, and stock transformers.js in real Chromium on WebAssembly or WebGPU:
 distilvit.browser_runtime) and each dtype is compared two ways:
-  model parity       every runtime gets the pixel values PyTorch saw (preprocessing taken out of the comparison);
-  end-to-end parity  the runtime preprocesses the image file itself (transformers.js resizes with its own bicubic).
+  model parity       every runtime gets the pixels Python decoded (distilvit.pixels: decoding taken out of the
+                     comparison; the graph still composites, resizes and normalises them, as PyTorch's path does);
+  end-to-end parity  the runtime decodes the image file itself (sharp in Node, the browser's decoders in Chromium).
 Figures: caption exact-match rate, token agreement, the first divergence, BLEU-4 / CIDEr-D of the runtime's
 captions against PyTorch's, and for onnxruntime the max and mean absolute difference of each graph's outputs on
 the same inputs (image features; first-step logits), plus file sizes, load time and median caption latency.
@@ -41,7 +42,10 @@ FP32_GRAPH_TOLERANCE = 1e-2
 @dataclass
 class Reference:
     images: list[Path]
-    pixel_values: np.ndarray  # [B, 3, H, W] as PyTorch saw them
+    raw: list[np.ndarray]  # per image [1, 4, H, W] float32 0..255: the decoded pixels the runtimes are handed
+    pixel_values: np.ndarray  # [B, 3, S, S] as PyTorch saw them (distilvit.pixels.model_pixels of `raw`)
+    mean: list[float]
+    std: list[float]
     tokens: list[list[int]]
     captions: list[str]
     features: np.ndarray  # [B, N, D]
@@ -53,7 +57,8 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int) 
 
     captioner = load_captioner(model_dir)
     pictures = [open_image(p) for p in images]
-    pixels = captioner.processor.image_processor(images=pictures, return_tensors="pt")["pixel_values"]
+    raw = [captioner.pixels.raw(p).numpy() for p in pictures]
+    pixels = captioner.pixels(pictures)
     tokens = []
     for i in range(len(pictures)):  # one by one, as the runtimes caption
         tokens += captioner.generate_ids(pictures[i : i + 1], max_new_tokens)
@@ -63,13 +68,22 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int) 
         ids = prompt_ids(captioner.processor.tokenizer, len(pictures), model.config.image_seq_length)
         logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits[:, -1, :]
     captions = [c.strip() for c in captioner.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-    return Reference(list(images), pixels.numpy(), tokens, captions, features.numpy(), logits.numpy()), captioner
+    return (Reference(list(images), raw, pixels.numpy(), captioner.pixels.mean, captioner.pixels.std, tokens, captions,
+                      features.numpy(), logits.numpy()), captioner)
 
 
-def compare_tokens(reference: Reference, tokens: list[list[int]], captions: list[str]) -> dict:
-    """Exact match, token agreement, first divergence and caption scores against the PyTorch captions."""
+def compare_tokens(reference: Reference, tokens: list[list[int] | None], captions: list[str],
+                   errors: list[str | None] | None = None) -> dict:
+    """Exact match, token agreement, first divergence and caption scores against the PyTorch captions. A None in
+    `tokens` is an image the runtime could not caption (its message in `errors`): a divergence at position 0."""
+    errors = errors or [None] * len(tokens)
     agreements, divergences = [], []
     for i, (ref, got) in enumerate(zip(reference.tokens, tokens)):
+        if got is None:
+            agreements.append(0.0)
+            divergences.append({"image": reference.images[i].name, "position": 0, "pytorch": reference.captions[i],
+                                "runtime": None, "error": errors[i]})
+            continue
         width = max(len(ref), len(got)) or 1
         same = sum(a == b for a, b in zip(ref, got))
         agreements.append(same / width)
@@ -77,7 +91,7 @@ def compare_tokens(reference: Reference, tokens: list[list[int]], captions: list
             position = next((k for k, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
             divergences.append({"image": reference.images[i].name, "position": position,
                                 "pytorch": reference.captions[i], "runtime": captions[i]})
-    scores = caption_scores(captions, [[c] for c in reference.captions]) if any(reference.captions) else {}
+    scores = caption_scores([c or "" for c in captions], [[c] for c in reference.captions]) if any(reference.captions) else {}
     return {
         "exact_match": sum(r == g for r, g in zip(reference.tokens, tokens)) / len(tokens),
         "token_agreement": float(np.mean(agreements)),
@@ -110,17 +124,18 @@ def check_onnxruntime(export_dir: Path, dtype: str, reference: Reference, tokeni
     runtime = OrtCaptioner(export_dir, dtype)
     load_ms = (time.perf_counter() - t0) * 1e3
     tokens, latencies = [], []
-    for i in range(len(reference.images)):
+    for raw in reference.raw:  # one by one: images differ in size
         t0 = time.perf_counter()
-        tokens += runtime.generate(reference.pixel_values[i : i + 1], max_new_tokens).tokens
+        tokens += runtime.generate(raw, max_new_tokens).tokens
         latencies.append((time.perf_counter() - t0) * 1e3)
-    features = runtime.image_features(reference.pixel_values)
-    first_logits = runtime.generate(reference.pixel_values, 1).first_logits
+    features = np.concatenate([runtime.image_features(raw) for raw in reference.raw])
+    first_logits = np.concatenate([runtime.generate(raw, 1).first_logits for raw in reference.raw])
     captions = [c.strip() for c in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     graphs = C.GRAPHS[runtime.layout]
     result = {
         "model": compare_tokens(reference, tokens, captions),
-        "end_to_end": None,  # onnxruntime is fed by the same Python preprocessing: identical to model parity
+        "end_to_end": None,  # onnxruntime is fed by the same Python decoding: identical to model parity
+        "pixels": None,
         "graphs": {graphs[0]: {"image_features": _diff(reference.features, features)},
                    "decoder_model_merged": {"first_step_logits": _diff(reference.first_logits, first_logits)}},
         "captions": captions,
@@ -134,10 +149,9 @@ def check_onnxruntime(export_dir: Path, dtype: str, reference: Reference, tokeni
 def check_transformers_js(export_dir: Path, layout: str, dtype: str, reference: Reference, tokenizer, max_new_tokens: int) -> dict:
     from distilvit import node_runtime
 
-    pixels = reference.pixel_values
     request = {"model_dir": str(export_dir.resolve()), "layout": layout, "dtype": dtype,
                "images": [str(p.resolve()) for p in reference.images], "max_new_tokens": max_new_tokens,
-               "pixel_values": {"dims": list(pixels.shape), "data": pixels.astype(np.float32).ravel().tolist()}}
+               "pixel_values": pixel_payload(reference.raw)}
     return _token_entry(node_runtime.run_script("parity.mjs", request), reference, tokenizer)
 
 
@@ -146,8 +160,16 @@ def check_browser(export_dir: Path, runtime: str, layout: str, dtype: str, refer
     """Stock transformers.js in real Chromium (WebAssembly or WebGPU), model and end-to-end parity."""
     from distilvit.browser_runtime import run_parity
 
-    out = run_parity(export_dir, layout, dtype, runtime, reference.images, reference.pixel_values, max_new_tokens)
+    out = run_parity(export_dir, layout, dtype, runtime, reference.images, pixel_payload(reference.raw), max_new_tokens)
     return _token_entry(out, reference, tokenizer)
+
+
+def pixel_payload(raw: list[np.ndarray]) -> list[dict]:
+    """Decoded pixels as JSON for the JavaScript runtimes: per image {dims, base64 of the uint8 samples}."""
+    import base64
+
+    return [{"dims": list(r.shape), "uint8_base64": base64.b64encode(r.astype(np.uint8).tobytes()).decode("ascii")}
+            for r in raw]
 
 
 def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
@@ -155,14 +177,59 @@ def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
     results = out["results"]
     model_tokens = [r["model"] for r in results]
     e2e_tokens = [r["end_to_end"] for r in results]
-    decode = lambda ts: [c.strip() for c in tokenizer.batch_decode(ts, skip_special_tokens=True)]
+    errors = [r.get("error") for r in results]
+    decode = lambda ts: [None if t is None else tokenizer.decode(t, skip_special_tokens=True).strip() for t in ts]
+    times = [r["ms"] for r in results if r.get("ms") is not None]
     return {
         "model": compare_tokens(reference, model_tokens, decode(model_tokens)),
-        "end_to_end": compare_tokens(reference, e2e_tokens, decode(e2e_tokens)),
+        "end_to_end": compare_tokens(reference, e2e_tokens, decode(e2e_tokens), errors),
+        "pixels": compare_pixels(reference, [r.get("pixels") for r in results], errors),
         "graphs": None,  # the same files as onnxruntime; their outputs are compared there
         "captions": decode(e2e_tokens),
         "load_ms": out["load_ms"],
-        "median_caption_ms": statistics.median(r["ms"] for r in results),
+        "median_caption_ms": statistics.median(times) if times else None,
+    }
+
+
+# The same-pixels target (issue 13): the model input a runtime's own decoding leads to, against Python's, in
+# normalised units (-1..1 for SigLIP). Browsers store canvas pixels with premultiplied alpha, which moves
+# half-transparent colours by a few levels: ~0.008 at most after compositing (docs/parity.md).
+PIXEL_MAX_TOLERANCE = 0.02
+PIXEL_MEAN_TOLERANCE = 0.002
+
+
+def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list[str | None]) -> dict:
+    """Per image: the runtime's decoded pixels, prepared by distilvit.pixels, against PyTorch's model input."""
+    import base64
+
+    from distilvit.pixels import model_pixels
+
+    size = reference.pixel_values.shape[-1]
+    rows = []
+    for i, payload in enumerate(pixels):
+        name = reference.images[i].name
+        if payload is None:
+            rows.append({"image": name, "error": errors[i] or "no pixels returned"})
+            continue
+        dims = payload["dims"]
+        raw = np.frombuffer(base64.b64decode(payload["uint8_base64"]), dtype=np.uint8).reshape(dims)
+        want = reference.raw[i].shape
+        if tuple(dims[2:]) != tuple(want[2:]):
+            rows.append({"image": name, "error": f"decoded as {dims[3]}x{dims[2]}, Python decodes {want[3]}x{want[2]}"})
+            continue
+        got = model_pixels(torch.from_numpy(raw.astype(np.float32)), size, reference.mean, reference.std)
+        rows.append({"image": name, "channels": dims[1],
+                     **_diff(got.numpy(), reference.pixel_values[i : i + 1])})
+    measured = [r for r in rows if "error" not in r]
+    worst = max(measured, key=lambda r: r["max_abs_diff"], default=None)
+    return {
+        "images": rows,
+        "max_abs_diff": worst["max_abs_diff"] if worst else None,
+        "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in measured])) if measured else None,
+        "worst_image": worst["image"] if worst else None,
+        "within_target": [r["image"] for r in measured if r["max_abs_diff"] <= PIXEL_MAX_TOLERANCE
+                          and r["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE],
+        "target": {"max_abs_diff": PIXEL_MAX_TOLERANCE, "mean_abs_diff": PIXEL_MEAN_TOLERANCE},
     }
 
 

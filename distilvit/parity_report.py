@@ -19,6 +19,15 @@ def _num(x, fmt="{:.3g}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _pixels(p: dict | None) -> str:
+    """'max/mean' of the runtime's own decoding against Python's, and how many images it could not read."""
+    if not p:
+        return "-"
+    failed = sum(1 for r in p["images"] if "error" in r)
+    text = "-" if p["max_abs_diff"] is None else f"{p['max_abs_diff']:.3g}/{p['mean_abs_diff']:.2g}"
+    return text + (f", {failed} unread" if failed else "")
+
+
 def rows(report: dict) -> list[list[str]]:
     out = []
     for e in report["results"]:
@@ -32,15 +41,16 @@ def rows(report: dict) -> list[list[str]]:
             _pct(e["model"]["token_agreement"]),
             "-" if div is None else f"{div['image']}@{div['position']}",
             _num(e["model"]["bleu4_vs_pytorch"], "{:.3f}"), _num(e["model"]["cider_vs_pytorch"], "{:.2f}"),
+            _pixels(e.get("pixels")),
             _num(feats and feats["max_abs_diff"]), _num(logits and logits["max_abs_diff"]),
-            f"{sum(e['sizes_bytes'].values()) / 1e6:.1f}", f"{e['load_ms']:.0f}", f"{e['median_caption_ms']:.0f}",
+            f"{sum(e['sizes_bytes'].values()) / 1e6:.1f}", f"{e['load_ms']:.0f}", _num(e["median_caption_ms"], "{:.0f}"),
             ("ok" if e["passed"] else f"FAIL (< {e['threshold']:.2f})") + (f", suspect {e['suspect_graph']}" if e.get("suspect_graph") else ""),
         ])
     return out
 
 
 HEADER = ["runtime", "dtype", "match (model)", "match (end-to-end)", "tokens", "first divergence", "BLEU-4",
-          "CIDEr-D", "features max diff", "logits max diff", "MB", "load ms", "caption ms", "status"]
+          "CIDEr-D", "pixels max/mean diff", "features max diff", "logits max diff", "MB", "load ms", "caption ms", "status"]
 
 
 def table(report: dict) -> str:
@@ -62,6 +72,18 @@ def markdown(report: dict) -> str:
             d = e["model"]["first_divergence"]
             lines.append(f"- {e['runtime']} {e['dtype']}: {e['model']['divergences']} caption(s) differ; first "
                          f"{d['image']} at token {d['position']}: PyTorch \"{d['pytorch']}\" vs \"{d['runtime']}\"")
+    pixel_rows = [(e, r) for e in report["results"] if e.get("pixels") for r in e["pixels"]["images"]
+                  if "error" in r or r["max_abs_diff"] > e["pixels"]["target"]["max_abs_diff"]
+                  or r["mean_abs_diff"] > e["pixels"]["target"]["mean_abs_diff"]]
+    if pixel_rows:
+        lines += ["", "## Images decoded differently from Python (end-to-end)", ""]
+        seen = set()
+        for e, r in pixel_rows:
+            if (e["runtime"], r["image"]) in seen:  # the same decoding for every dtype
+                continue
+            seen.add((e["runtime"], r["image"]))
+            what = r["error"] if "error" in r else f"max {r['max_abs_diff']:.3g}, mean {r['mean_abs_diff']:.3g}"
+            lines.append(f"- {e['runtime']}: {r['image']}: {what}")
     lines += ["", "How to read this: docs/parity.md.", ""]
     return "\n".join(lines)
 

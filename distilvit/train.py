@@ -316,7 +316,8 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
                                 "dataset_sizes": {k: len(v) for k, v in splits.items()}, **stamp()})
 
     validation = splits["validation"].select(range(min(config.eval_sample, len(splits["validation"]))))
-    collator = CaptionCollator(processor, num_image_tokens(model.config.vision_config), config.max_length, seed=config.seed)
+    collator = CaptionCollator(processor, num_image_tokens(model.config.vision_config), config.max_length,
+                               model.config.vision_config.image_size, seed=config.seed)
     throughput = Throughput()
     callbacks = [throughput]
     if config.early_stopping_patience:

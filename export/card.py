@@ -66,13 +66,10 @@ def _python_snippet(dtype) -> str:
     return f"""```python
 # pip install distilvit-web
 from huggingface_hub import snapshot_download
-from PIL import Image
-from transformers import AutoImageProcessor
 from distilvit.export.ort_generate import OrtCaptioner
 
 folder = snapshot_download("ORG/NAME")
-pixels = AutoImageProcessor.from_pretrained(folder)(images=[Image.open("photo.jpg")], return_tensors="np")["pixel_values"]
-print(OrtCaptioner(folder, {dtype_arg}).caption(pixels))
+print(OrtCaptioner(folder, {dtype_arg}).caption_files(["photo.jpg"]))
 ```"""
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, LlavaForConditionalGeneration
+from transformers import AutoModelForImageTextToText, LlavaForConditionalGeneration
 
 from distilvit.atomic import atomic_dir
 from distilvit.caption import resolve_model_dir
@@ -32,7 +32,9 @@ from distilvit.export.card import write_card
 from distilvit.export.layout import default_dtypes, write_layout
 from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
 from distilvit.export.ort_generate import OrtCaptioner
-from distilvit.export.validate import ValidationError, summary, validate_graph
+from distilvit.export.pixel_graph import prepend_pixels
+from distilvit.export.validate import ValidationError, summary, validate_graph, validate_pixels
+from distilvit.pixels import PixelPreparer
 from distilvit.provenance import stamp
 from distilvit.quantize.modes import DType, convert
 
@@ -150,18 +152,18 @@ def _slim(path: Path, symbolic_shapes: bool) -> None:
     save_onnx(model, path)
 
 
-def _sample_pixels(export_dir: Path, count: int) -> np.ndarray:
-    """Held-out synthetic test images, preprocessed by the export's own image processor."""
+def _sample_pixels(count: int) -> np.ndarray:
+    """Held-out synthetic test images as raw pixels [B, 4, H, W] (what the encoder graph takes)."""
+    from distilvit.pixels import decode_rgba, raw_tensor
     from distilvit.synthetic import make_synthetic_splits
 
     rows = make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=count)["test"]
-    processor = AutoImageProcessor.from_pretrained(export_dir)
-    return processor(images=[r["image"] for r in rows], return_tensors="np")["pixel_values"]
+    return np.concatenate([raw_tensor(decode_rgba(r["image"])).numpy() for r in rows])
 
 
 def _agreement(export_dir: Path, dtypes: list[str | dict], count: int) -> dict[str, dict]:
     """Greedy-caption agreement of each dtype with fp32 (onnxruntime) on `count` images."""
-    pixels = _sample_pixels(export_dir, count)
+    pixels = _sample_pixels(count)
     reference = OrtCaptioner(export_dir, "fp32").generate(pixels).tokens
     result = {}
     for dtype in dtypes:
@@ -193,6 +195,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
     graphs = C.GRAPHS[layout]
+    pixels = PixelPreparer.from_model_dir(source)
     with atomic_dir(output, overwrite=overwrite) as tmp:
         validation, timings, slimmed = {}, {}, {}
         for spec in graph_specs(model, layout):
@@ -206,6 +209,9 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
                     _slim(path, symbolic_shapes=symbolic)
                     slimmed[spec.name] = "onnxslim" if symbolic else "onnxslim without symbolic shape inference"
                     checks = validate_graph(spec, model, path)
+                if spec.input_names == [C.PIXEL_VALUES]:  # the image encoder: raw pixels in, as transformers.js gives
+                    save_onnx(prepend_pixels(onnx.load_model(str(path)), pixels.size, pixels.mean, pixels.std), path)
+                    checks += validate_pixels(model, path, pixels)
             except ValidationError as err:
                 raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err
             validation[spec.name] = summary(checks)
@@ -240,6 +246,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "caption_agreement_with_fp32": agreement,
             "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
             "max_new_tokens": max_new,
+            "pixels": pixels.settings(),
             **stamp(),
         }
         (tmp / C.EXPORT_CONFIG).write_text(json.dumps(info, indent=2) + "\n")

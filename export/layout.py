@@ -121,18 +121,30 @@ def generation_config(model_dir: Path, config: LlavaConfig, max_new_tokens: int,
     return gen
 
 
+HAND_OVER_PIXELS = {"do_resize": False, "do_rescale": False, "do_normalize": False, "do_convert_rgb": False,
+                    "do_center_crop": False, "do_pad": False}
+UNREACHABLE_PATCH_SIZE = 2**31 - 1
+
+
 def processor_files(model_dir: Path, out: Path, config: LlavaConfig, layout: C.Layout) -> None:
     """preprocessor_config.json, tokenizer files, and (llava) processor_config.json."""
     processor = json.loads((model_dir / "processor_config.json").read_text())
     image = dict(processor["image_processor"])
     image["image_processor_type"] = "SiglipImageProcessor"
+    # The decoded pixels go to the graph untouched: it composites, resizes and normalises them itself
+    # (export/pixel_graph.py), the same in every runtime; image_mean/std/size stay as a record.
+    image.update(HAND_OVER_PIXELS)
     if layout == C.Layout.LLAVA:
         image["processor_class"] = "LlavaProcessor"
         _write(out / "processor_config.json", {
             "processor_class": "LlavaProcessor",
             "image_token": processor.get("image_token", "<image>"),
-            "patch_size": config.vision_config.patch_size,
-            "num_additional_image_tokens": 0,
+            # transformers.js' LlavaProcessor expands <image> to floor(H / patch_size) * floor(W / patch_size) +
+            # num_additional_image_tokens tokens, H and W of the pixel values it hands over. Those are the image's
+            # own size now (the graph resizes), so the count comes from num_additional_image_tokens alone: a patch
+            # size no image reaches makes the product 0 for every image.
+            "patch_size": UNREACHABLE_PATCH_SIZE,
+            "num_additional_image_tokens": config.image_seq_length,
             "vision_feature_select_strategy": "full",
         })
     _write(out / "preprocessor_config.json", image)

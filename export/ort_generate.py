@@ -3,7 +3,8 @@
 Pipeline layout: encoder once, then the decoder with `input_ids = [BOS]` and an empty past (the graph prepends the
 image prefix), then one token at a time. LLaVA layout: vision encoder, token embeddings with the image features
 put at the `<image>` positions, then the decoder with explicit mask and positions. Both suppress the image token
-and stop rows at EOS. Used by export (quantized-vs-fp32 agreement) and by the parity check. This module knows
+and stop rows at EOS. `pixel_values` are decoded pixels [B, C, H, W] (float 0..255, distilvit.pixels.decode_rgba):
+the encoder graph composites, resizes and normalises them itself. Used by export (quantized-vs-fp32 agreement) and by the parity check. This module knows
 nothing about PyTorch models.
 """
 
@@ -57,6 +58,12 @@ class OrtCaptioner:
     def image_features(self, pixel_values: np.ndarray) -> np.ndarray:
         graph = C.GRAPHS[self.layout][0]
         return self.sessions[graph].run(None, {C.PIXEL_VALUES: pixel_values.astype(np.float32)})[0]
+
+    def caption_files(self, paths: list, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy captions of image files, one by one (they differ in size), decoded by distilvit.pixels."""
+        from distilvit.pixels import decode_rgba, raw_tensor
+
+        return [self.caption(raw_tensor(decode_rgba(p)).numpy(), max_new_tokens)[0] for p in paths]
 
     def caption(self, pixel_values: np.ndarray, max_new_tokens: int | None = None) -> list[str]:
         """Greedy captions as text (the export's tokenizer.json, special tokens skipped)."""

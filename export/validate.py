@@ -120,6 +120,35 @@ def validate_graph(spec: GraphSpec, model, path: Path) -> list[OutputCheck]:
     return checks
 
 
+def validate_pixels(model, path: Path, pixels) -> list[OutputCheck]:
+    """The encoder graph with its pixel preparation (export/pixel_graph.py) against `distilvit.pixels.model_pixels`
+    + the stock feature path, on raw images of 1 to 4 channels, up- and downscaled (`pixels`: a PixelPreparer)."""
+    from distilvit.export.pixel_graph import raw_cases
+    from distilvit.pixels import model_pixels
+
+    sess = session(path)
+    output = sess.get_outputs()[0].name
+    checks, failures = [], []
+    for label, raw in raw_cases(pixels.size, torch.Generator().manual_seed(2)):
+        want = graph_reference([C.PIXEL_VALUES], model, (model_pixels(raw, pixels.size, pixels.mean, pixels.std),))[0]
+        want = want.float().numpy()
+        have = sess.run(None, {C.PIXEL_VALUES: raw.numpy()})[0]
+        if want.shape != have.shape:
+            failures.append(f"[raw {label}] {output}: shape {list(have.shape)} != stock model {list(want.shape)}")
+            continue
+        diff = float(np.abs(want - have.astype(np.float32)).max())
+        tol = DEFAULT_ABS_TOLERANCE + REL_TOLERANCE * float(np.abs(want).max())
+        ok = bool(np.isfinite(have).all()) and diff <= tol
+        checks.append(OutputCheck(f"raw {label}", output, list(have.shape), diff, tol, ok))
+        if not ok:
+            failures.append(f"[raw {label}] {output}: max abs diff {diff:.3g} > tolerance {tol:.3g}")
+    log.info("  pixel preparation + encoder %s: max abs diff %.2e over %d raw images", output,
+             max((c.max_abs_diff for c in checks), default=0.0), len(checks))
+    if failures:
+        raise ValidationError(f"{path.stem} (raw pixels)", failures)
+    return checks
+
+
 def summary(checks: list[OutputCheck]) -> dict:
     """Per output: worst difference and tolerance, for export_config.json."""
     out: dict[str, dict] = {}

@@ -27,6 +27,7 @@ from pathlib import Path
 import onnx
 
 log = logging.getLogger(__name__)
+FLOAT32_NODE_PREFIX = "pixels/"  # nodes no conversion touches (export/pixel_graph.py names its nodes so)
 
 
 class DType(str, Enum):
@@ -65,8 +66,12 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # DequantizeLinear (the int8 token lookup of q4f16) stays float32: at opset 18 its scale must be float32
     # ("Type 'tensor(float16)' of input parameter (head_t_scale) of operator (DequantizeLinear) ... is invalid",
     # onnxruntime 1.32, 2026-11-25).
+    # The pixel preparation in front of an image encoder (nodes named `pixels/...`) stays float32 too: it works on
+    # 0..255 values at full image size, where fp16 steps are 0.125, and its antialiased Resize has no fp16 kernel.
+    keep = [n.name for n in model.graph.node if n.name.startswith(FLOAT32_NODE_PREFIX)]
     return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
-                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear"])
+                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear"],
+                                    node_block_list=keep)
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -15,6 +15,7 @@ from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorc
                                      stage_floors)
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest
+from distilvit.pixels import PixelPreparer
 
 
 def test_floor_is_measured():
@@ -40,8 +41,8 @@ def test_flops_match_a_count_of_the_linear_layers(short_run):
 
 def test_runtimes_report_stages_and_memory(short_run, tmp_path):
     model = AutoModelForImageTextToText.from_pretrained(short_run / "merged").eval()
-    pixels = torch.randn(1, 3, 64, 64)
-    torch_times = bench_pytorch(model, pixels, tokens=4)
+    pixels = torch.randint(0, 256, (1, 4, 80, 96)).float()  # raw RGBA, as the encoder graph takes it
+    torch_times = bench_pytorch(model, pixels, tokens=4, prepare=PixelPreparer.from_model_dir(short_run / "merged"))
     export_model(short_run, tmp_path / "export", agreement_images=0)
     ort_times = bench_onnxruntime(tmp_path / "export", "fp32", pixels.numpy(), tokens=4, repeats=2)
     for times in (torch_times, ort_times):

@@ -280,11 +280,10 @@ def test_external_data_survives_slimming_and_every_dtype(short_run, tmp_path, mo
         image.save(paths[-1])
     captioner = load_captioner(short_run)
     expected = captioner.caption(images)
-    pixels = captioner.processor.image_processor(images=images, return_tensors="np")["pixel_values"]
-    assert OrtCaptioner(out, "fp32").caption(pixels) == expected
+    assert OrtCaptioner(out, "fp32").caption_files(paths) == expected
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("stock transformers.js runs in Node: node and npm are not installed here")
     max_new = json.loads((out / "generation_config.json").read_text())["max_new_tokens"]
     for dtype in ("fp32", "q8"):
         got = [r["caption"] for r in node_runtime.caption(out, paths, "pipeline", dtype, max_new)["results"]]
-        assert got == OrtCaptioner(out, dtype).caption(pixels), dtype
+        assert got == OrtCaptioner(out, dtype).caption_files(paths), dtype

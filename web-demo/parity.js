@@ -1,10 +1,11 @@
 // Token ids from stock transformers.js in this browser, for `distilvit-web verify parity --runtime chromium-*`
 // (distilvit/browser_runtime.py drives it with Playwright). The same two ways as distilvit/js/parity.mjs:
-//   end_to_end: the browser decodes and preprocesses the image file itself, then generates;
-//   model:      the given pixel_values (preprocessed in Python, as PyTorch saw them) go straight to generate.
+//   end_to_end: the browser decodes the image file itself, then generates;
+//   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
+// Either way the graph composites, resizes and normalises them (the export's processor hands them over untouched).
 // window.parity(request) with request = {model, layout, dtype, device: 'wasm'|'webgpu', images: [urls],
-//   pixel_values: {dims, data} | null, max_new_tokens} resolves to {load_ms, device, results: [{image, end_to_end,
-//   model, ms}]}. It knows nothing about PyTorch.
+//   pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens} resolves to {load_ms, device, results: [{image, end_to_end,
+//   model, ms, pixels: {dims, uint8_base64} | null, error}]}. It knows nothing about PyTorch.
 import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '/vendor/transformers.min.js';
 
 env.allowRemoteModels = false;
@@ -27,9 +28,9 @@ window.parity = async (request) => {
   const prompt = pipelineLayout ? null : '<image>' + processor.tokenizer.bos_token;
 
   const pixelSlice = (i) => {
-    const { dims, data } = request.pixel_values;
-    const size = dims[1] * dims[2] * dims[3];
-    return new Tensor('float32', Float32Array.from(data.slice(i * size, (i + 1) * size)), [1, dims[1], dims[2], dims[3]]);
+    const { dims, uint8_base64 } = request.pixel_values[i];
+    const bytes = Uint8Array.from(atob(uint8_base64), (c) => c.charCodeAt(0));
+    return new Tensor('float32', Float32Array.from(bytes), dims);
   };
   const generate = async (inputs) => {
     const output = await model.generate({ ...inputs, max_new_tokens: request.max_new_tokens, do_sample: false });
@@ -38,20 +39,36 @@ window.parity = async (request) => {
     const end = ids.indexOf(eos);
     return end >= 0 ? ids.slice(0, end) : ids;
   };
+  // The llava processor needs an image only for the prompt, whose image-token count does not depend on its size
+  // (export/layout.py): a 1x1 stand-in serves the model path, and the given pixels replace its own.
+  const standIn = new RawImage(new Uint8ClampedArray(4), 1, 1, 4);
   const inputsFor = async (image, pixelValues) => {
     if (pipelineLayout) return { pixel_values: pixelValues ?? (await processor(image)).pixel_values };
-    const inputs = await processor(image, prompt, { add_special_tokens: false });
+    const inputs = await processor(image ?? standIn, prompt, { add_special_tokens: false });
     return pixelValues ? { ...inputs, pixel_values: pixelValues } : inputs;
+  };
+  // The decoded pixels transformers.js hands the graph (integers 0..255), for the pixel comparison in Python.
+  const pixelsOf = (tensor) => {
+    const bytes = Uint8Array.from(tensor.data);
+    let text = '';
+    for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
+    return { dims: tensor.dims, uint8_base64: btoa(text) };
   };
 
   const results = [];
   for (let i = 0; i < request.images.length; i++) {
-    const image = await RawImage.fromURL(request.images[i]);
-    const t0 = performance.now();
-    const endToEnd = await generate(await inputsFor(image, null));
-    const ms = performance.now() - t0;
-    const modelIds = request.pixel_values ? await generate(await inputsFor(image, pixelSlice(i))) : null;
-    results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms });
+    let endToEnd = null, pixels = null, error = null, ms = null;
+    try {
+      const inputs = await inputsFor(await RawImage.fromURL(request.images[i]), null);
+      pixels = pixelsOf(inputs.pixel_values);
+      const t0 = performance.now();
+      endToEnd = await generate(inputs);
+      ms = performance.now() - t0;
+    } catch (err) {
+      error = String(err?.message ?? err); // an image this browser cannot decode: reported, not fatal
+    }
+    const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
+    results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error });
   }
   await model.dispose();
   return { load_ms: loadMs, device: request.device, results };

@@ -1,9 +1,11 @@
 // Token ids from stock transformers.js for the parity check, per image, two ways:
-//   end_to_end: transformers.js preprocesses the image file itself (its own resize), then generates;
-//   model:      the given pixel_values (preprocessed in Python, as PyTorch saw them) go straight to generate.
-// Input (stdin, JSON): {model_dir, layout, dtype, images: [paths], pixel_values: {dims, data: [floats]} | null,
-//                       max_new_tokens}
-// Output (stdout, JSON): {load_ms, results: [{image, end_to_end: [ids], model: [ids] | null, ms}]}
+//   end_to_end: transformers.js decodes the image file itself (sharp), then generates;
+//   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
+// Either way the graph composites, resizes and normalises the pixels (the export's processor hands them over).
+// Input (stdin, JSON): {model_dir, layout, dtype, images: [paths],
+//                       pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens}
+// Output (stdout, JSON): {load_ms, results: [{image, end_to_end: [ids] | null, model: [ids] | null, ms,
+//                          pixels: {dims, uint8_base64} | null, error: string | null}]}
 import { readFileSync } from 'node:fs';
 import { AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '@huggingface/transformers';
 import { useLocalModel } from './offline.mjs';
@@ -23,9 +25,8 @@ const eos = model.generation_config.eos_token_id;
 const prompt = pipelineLayout ? null : '<image>' + processor.tokenizer.bos_token;
 
 function pixelSlice(i) {
-  const { dims, data } = request.pixel_values;
-  const size = dims[1] * dims[2] * dims[3];
-  return new Tensor('float32', Float32Array.from(data.slice(i * size, (i + 1) * size)), [1, dims[1], dims[2], dims[3]]);
+  const { dims, uint8_base64 } = request.pixel_values[i];
+  return new Tensor('float32', Float32Array.from(Buffer.from(uint8_base64, 'base64')), dims);
 }
 
 async function generate(inputs) {
@@ -36,21 +37,34 @@ async function generate(inputs) {
   return end >= 0 ? ids.slice(0, end) : ids;
 }
 
+// A stand-in image for the model path of the llava layout: its processor only needs one for the prompt, whose
+// image-token count does not depend on the image size (export/layout.py), and the given pixels replace its own.
+const standIn = new RawImage(new Uint8ClampedArray(4), 1, 1, 4);
+
 async function inputsFor(image, pixelValues) {
   if (pipelineLayout) {
     return { pixel_values: pixelValues ?? (await processor(image)).pixel_values };
   }
-  const inputs = await processor(image, prompt, { add_special_tokens: false });
+  const inputs = await processor(image ?? standIn, prompt, { add_special_tokens: false });
   return pixelValues ? { ...inputs, pixel_values: pixelValues } : inputs;
 }
 
+// The decoded pixels transformers.js hands the graph (integers 0..255), for the pixel comparison in Python.
+const pixelsOf = (tensor) => ({ dims: tensor.dims, uint8_base64: Buffer.from(Uint8Array.from(tensor.data)).toString('base64') });
+
 const results = [];
 for (let i = 0; i < request.images.length; i++) {
-  const image = await RawImage.read(request.images[i]);
-  const t0 = performance.now();
-  const endToEnd = await generate(await inputsFor(image, null));
-  const ms = performance.now() - t0;
-  const modelIds = request.pixel_values ? await generate(await inputsFor(image, pixelSlice(i))) : null;
-  results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms });
+  let endToEnd = null, pixels = null, error = null, ms = null;
+  try {
+    const inputs = await inputsFor(await RawImage.read(request.images[i]), null);
+    pixels = pixelsOf(inputs.pixel_values);
+    const t0 = performance.now();
+    endToEnd = await generate(inputs);
+    ms = performance.now() - t0;
+  } catch (err) {
+    error = String(err?.message ?? err); // e.g. an image this runtime cannot decode: reported, not fatal
+  }
+  const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
+  results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error });
 }
 process.stdout.write(JSON.stringify({ load_ms: loadMs, results }));

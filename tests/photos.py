@@ -1,0 +1,71 @@
+"""Real photographs in the shapes users' images come in, written as files: for the same-pixels tests.
+
+The photographs are scikit-learn's sample JPEGs (china.jpg, flower.jpg, 640x427, shipped in its wheel): the
+original files as they are, and variants of them in every size and mode a browser or Node decodes differently:
+tiny and large, grayscale, RGBA with graded transparency (fully transparent corners included), palette with a
+transparent colour, grayscale + alpha, 16-bit grayscale, CMYK JPEG, EXIF-rotated JPEG, animated GIF and WebP.
+This module knows nothing about models; it returns {file name: path}.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def sample_files() -> list[Path]:
+    import sklearn.datasets
+
+    folder = Path(sklearn.datasets.__file__).parent / "images"
+    return [folder / "china.jpg", folder / "flower.jpg"]
+
+
+def _alpha_ramp(size: tuple[int, int]) -> Image.Image:
+    """Alpha 0 in the left fifth, rising to 255 at the right: every transparency level occurs."""
+    w, h = size
+    ramp = np.clip((np.arange(w) - w / 5) / (w * 0.6), 0, 1) * 255
+    return Image.fromarray(np.tile(ramp.astype(np.uint8), (h, 1)), "L")
+
+
+def write_variants(folder: Path) -> dict[str, Path]:
+    """Write every variant into `folder`; return {name: path}, in a fixed order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    china_file, flower_file = sample_files()
+    china, flower = Image.open(china_file).convert("RGB"), Image.open(flower_file).convert("RGB")
+    out: dict[str, Path] = {}
+
+    def save(name: str, image: Image.Image, **options) -> None:
+        path = folder / name
+        image.save(path, **options)
+        out[name] = path
+
+    for source in (china_file, flower_file):  # the original bytes
+        out[source.name] = Path(shutil.copyfile(source, folder / source.name))
+    save("tiny-14x25.png", flower.crop((300, 200, 314, 225)))
+    save("large-1411x1411.jpg", china.resize((1411, 1411), Image.Resampling.LANCZOS), quality=92)
+    save("gray.jpg", flower.convert("L"), quality=90)
+    rgba = china.crop((100, 50, 500, 350)).convert("RGBA")
+    rgba.putalpha(_alpha_ramp(rgba.size))
+    save("rgba-ramp.png", rgba)
+    palette = flower.resize((320, 213)).quantize(colors=64)
+    palette.info["transparency"] = 0
+    save("palette-transparent.png", palette, transparency=0)
+    la = china.resize((300, 200)).convert("LA")
+    la.putalpha(_alpha_ramp(la.size))
+    save("gray-alpha.png", la)
+    gray16 = (np.asarray(flower.convert("L").resize((256, 171)), dtype=np.uint16) * 257)
+    gray16 = gray16 + np.random.default_rng(0).integers(0, 257, gray16.shape, dtype=np.uint16)  # low byte in use
+    save("gray16.png", Image.fromarray(gray16))
+    save("cmyk.jpg", china.resize((320, 213)).convert("CMYK"), quality=92)
+    rotated = flower.resize((300, 200)).transpose(Image.Transpose.ROTATE_90)  # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 8  # ... and tagged "rotate 90 CW to view": upright only if the orientation is applied
+    save("exif-rotated.jpg", rotated, quality=90, exif=exif.tobytes())
+    frames = [china.resize((240, 160)), flower.resize((240, 160))]
+    save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=200, loop=0)
+    save("photo.webp", flower.resize((400, 267)), quality=90)
+    return out
+
