@@ -1,35 +1,112 @@
 """Write a folder all at once: build it under a temporary name beside the target, rename at the end.
 
 A crash or an error inside the block removes the temporary folder, so the target either does not exist or is
-complete. This module knows nothing about what goes in the folder.
+complete. What `--overwrite` may replace is decided here: only a folder this toolkit wrote, recognised by its
+marker file (an export's export_config.json, a merged model's distilvit_model.json); anything else is refused
+with the path named, before any work is done (`check_replaceable`). The temporary folder holds an `.owner` file
+with the writing process id, so a later run of the same command recognises the leftovers of a killed one
+(`.NAME.tmp-*`, `.NAME.old-*`), names and removes them. The result gets the user's normal permissions (umask),
+not the 0700 of a temporary folder. This module knows nothing about what goes in the folder.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from distilvit.errors import UserError
+
+log = logging.getLogger(__name__)
+OWNER_FILE = ".owner"
+
+
+def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: str) -> None:
+    """A UserError unless `target` may be written: absent, empty, or (with `overwrite`) a `what` holding `marker`."""
+    target = Path(target)
+    resolved = target.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():
+        raise UserError(f"--output {target} is the current folder, one above it or your home folder; "
+                        f"name a new folder for the {what}")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{target} exists and is not a folder; choose another output for the {what}")
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"{target} already exists and is not empty; pass --overwrite to replace it")
+    if marker and not (target / marker).is_file():
+        raise UserError(f"{target} holds no {marker}, so it is not a distilvit-web {what}, and --overwrite replaces "
+                        f"only those. Nothing was changed: move its files away or choose another output")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Remove the temporary folders an interrupted write of `target` left beside it; return them. A folder whose
+    writer is still running (its `.owner` pid alive) is kept."""
+    removed = []
+    for path in sorted(Path(target).parent.glob(f".{Path(target).name}.*-*")):
+        kind = path.name[len(Path(target).name) + 2 :].split("-", 1)[0]
+        if kind not in ("tmp", "old") or not path.is_dir():
+            continue
+        owner = path / OWNER_FILE
+        try:
+            pid = int(owner.read_text().strip()) if owner.is_file() else None
+        except ValueError:
+            pid = None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("removed %s, left by an interrupted earlier write of %s", path, target)
+        removed.append(path)
+    return removed
+
 
 @contextmanager
-def atomic_dir(target: Path, overwrite: bool = False):
+def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None, what: str = "folder"):
     """Yield a fresh temporary folder that becomes `target` when the block ends without an error.
 
-    With `overwrite`, an existing `target` is replaced only after the new content is complete.
+    With `overwrite`, an existing `target` is replaced only after the new content is complete, and only if it
+    holds `marker` (when given).
     """
     target = Path(target)
+    check_replaceable(target, overwrite, marker, what)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
     try:
         yield tmp
+        (tmp / OWNER_FILE).unlink()
+        tmp.chmod(0o777 & ~_umask())
         if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} appeared while it was being written")
-            old = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            check_replaceable(target, overwrite, marker, what)  # it may have changed while the block ran
+            if any(target.iterdir()):
+                old = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+                target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                target.rmdir()
+                tmp.rename(target)
         else:
             tmp.rename(target)
     except BaseException:

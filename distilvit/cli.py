@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from distilvit.errors import UserError
+from distilvit.limits import DEFAULT_MAX_PIXELS
 
 COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
@@ -76,7 +77,7 @@ def _split_values(values: Optional[list[str]]) -> Optional[list[str]]:
 def quickstart(
     workdir: Path = typer.Option(Path("."), help="Where runs/tiny, exports/tiny and parity.json go; finished stages are reused."),
     serve: bool = typer.Option(False, "--serve", help="Serve the demo with the export at the end (Ctrl+C stops)."),
-    port: int = typer.Option(8000, help="Port for --serve."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port for --serve."),
 ):
     _setup_logging()
     from distilvit.quickstart import run_quickstart
@@ -99,12 +100,12 @@ def train(
     preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base + SmolLM-135M) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
-    sample: Optional[int] = typer.Option(None, help="Use at most N training examples."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Use at most N training examples."),
     encoder_model: Optional[str] = typer.Option(None, help="SigLIP vision encoder: Hub id or local folder. Default: the preset's."),
     decoder_model: Optional[str] = typer.Option(None, help="Decoder-only Llama-family LM: Hub id or local folder. Default: the preset's."),
     num_train_epochs: Optional[float] = typer.Option(None, help="Epochs (ignored when --max-steps > 0)."),
     max_steps: Optional[int] = typer.Option(None, help="Optimizer steps; overrides epochs when > 0."),
-    per_device_train_batch_size: Optional[int] = typer.Option(None, help="Batch size per device."),
+    per_device_train_batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size per device."),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Batches accumulated per optimizer step."),
     lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
     lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
@@ -119,7 +120,7 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
-    effective_batch_size: Optional[int] = typer.Option(None, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
+    effective_batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd (plain SGD: a step is lr x gradient; for checks such as the DDP test)."),
     max_grad_norm: Optional[float] = typer.Option(None, help="Clip the gradient norm to this (default 1.0; 0: no clipping)."),
@@ -129,7 +130,7 @@ def train(
     eval_steps: Optional[int] = typer.Option(None, help="Caption the validation split every N steps and keep the best checkpoint (0: never; default 500)."),
     eval_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
-    eval_sample: Optional[int] = typer.Option(None, help="Validation images per evaluation and test images scored at the end (default 200)."),
+    eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation and test images scored at the end (default 200)."),
     dataloader_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: 0 on CPU, up to 8 on a GPU)."),
     synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default 8000; validation and test stay 200)."),
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
@@ -187,17 +188,19 @@ def merge(
 def caption(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
     images: list[Path] = typer.Argument(..., help="Image files to caption."),
-    num_beams: int = typer.Option(1, help="Beam search width (1 = greedy)."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption in tokens (default: the model's generation config)."),
-    batch_size: int = typer.Option(16, help="Images per generate() call."),
+    num_beams: int = typer.Option(1, min=1, help="Beam search width (1 = greedy)."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption in tokens (default: the model's generation config)."),
+    batch_size: int = typer.Option(16, min=1, help="Images per generate() call."),
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this (decoding takes 4 bytes per pixel; a small file can claim billions)."),
 ):
     _setup_logging()
     from distilvit.caption import load_captioner, open_image
     from distilvit.device import inference_device
 
-    pictures = [open_image(p) for p in images]  # all checked before the model loads
+    pictures = [open_image(p, max_image_pixels) for p in images]  # all checked before the model loads
     captioner = load_captioner(model_dir, device=inference_device(device))
+    captioner.pixels.max_pixels = max_image_pixels
     for path, text in zip(images, captioner.caption(pictures, max_new_tokens, num_beams, batch_size)):
         typer.echo(f"{path}\t{text}")
 
@@ -207,9 +210,9 @@ def evaluate(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
     dataset: list[str] = typer.Option(..., help="Dataset(s) as for `train --dataset`."),
     split: str = typer.Option("test", help="Split to caption: train, validation or test."),
-    sample: Optional[int] = typer.Option(None, help="Score only the first N images of the split."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Score only the first N images of the split."),
     seed: int = typer.Option(0, help="Seed of the synthetic data and of split-offs (use the run's)."),
-    batch_size: int = typer.Option(32, help="Images per generate() call."),
+    batch_size: int = typer.Option(32, min=1, help="Images per generate() call."),
     output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
     device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
@@ -247,21 +250,28 @@ def export(
 def serve(
     exports: list[Path] = typer.Argument(None, help="Export folders to serve under /models/<folder name>/ (default: exports/* that hold an export)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", help="Also answer requests whose Host header is this name (repeatable; '*' answers any). By default only localhost names, IP literals and --host are answered, so a DNS-rebinding page cannot read the models."),
+    timeout: float = typer.Option(30.0, min=1.0, help="Seconds an idle or stalled connection is kept before it is closed."),
 ):
     _setup_logging()
     if not exports:
         exports = sorted(p.parent for p in Path("exports").glob("*/export_config.json"))
     if not exports:
         raise UserError("no export to serve: pass an export folder (e.g. `distilvit-web serve exports/tiny`)")
-    serve_exports(exports, host, port)
+    serve_exports(exports, host, port, set(allow_host), timeout)
 
 
-def serve_exports(exports: list[Path], host: str, port: int) -> None:
-    from distilvit.server import build_site, make_server
+def serve_exports(exports: list[Path], host: str, port: int, allow_hosts: set[str] | None = None,
+                  timeout: float = 30.0) -> None:
+    from distilvit.server import build_site, is_loopback, make_server
 
     site = build_site(exports)
-    server = make_server(site, host, port)
+    site.allowed_hosts = set(allow_hosts or ())
+    server = make_server(site, host, port, timeout=timeout)
+    if not is_loopback(host):
+        typer.echo(f"warning: --host {host} exposes the demo page and {', '.join(str(p) for p in site.models.values())} "
+                   f"to every machine that can reach this one on port {server.server_address[1]}", err=True)
     typer.echo(f"serving {', '.join(site.models)} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)", err=False)
     sys.stdout.flush()
     try:
@@ -285,6 +295,8 @@ def upload(
     result = run_upload(export_dir, repo_id, private, dry_run)
     for name, size in result["files"]:
         typer.echo(f"  {name:50s} {size / 1e6:9.2f} MB")
+    for name in result["skipped"]:
+        typer.echo(f"  left out: {name}")
     total = f"{len(result['files'])} files, {result['bytes'] / 1e6:.1f} MB"
     typer.echo(f"would upload {total} to {repo_id}" if dry_run else f"uploaded {total} to {result['url']}")
 
@@ -295,14 +307,15 @@ def verify_parity(
     model: Optional[Path] = typer.Option(None, help="The PyTorch model (default: the source named in export_config.json)."),
     images: Optional[Path] = typer.Option(None, help="A folder of images (png, jpg, webp, bmp) to caption."),
     dataset: Optional[str] = typer.Option(None, help="Take images from this dataset's test split instead (as for `train --dataset`)."),
-    sample: int = typer.Option(16, help="Images taken from --dataset (default: 16 synthetic test images when neither is given)."),
+    sample: int = typer.Option(16, min=1, help="Images taken from --dataset (default: 16 synthetic test images when neither is given)."),
     dtype: str = typer.Option("all", help="Comma-separated dtypes to check (fp32,q8,...) or all present."),
     runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js (Node), chromium-wasm, chromium-webgpu (stock transformers.js in real Chromium via Playwright; WebGPU through Chromium's software adapter: correctness only)."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Longest caption (default: the export's generation config)."),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption (default: the export's generation config)."),
     report: Optional[Path] = typer.Option(None, help="Write the JSON report here (a Markdown report beside it, .md)."),
     min_match: float = typer.Option(0.0, help="Minimum caption exact-match rate (model parity) for dtypes other than fp32."),
     fp32_min_match: float = typer.Option(1.0, help="Minimum exact-match rate for fp32."),
     update_card: bool = typer.Option(False, "--update-card", help="Add the summary table to the export's README.md."),
+    max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
 ):
     _setup_logging()
     from distilvit import parity_report
@@ -311,7 +324,7 @@ def verify_parity(
 
     with collect_images(images, dataset, sample) as paths:
         result = run_parity(export_dir, paths, model, _split_values([dtype]), _split_values([runtime]), max_new_tokens,
-                            min_match, fp32_min_match)
+                            min_match, fp32_min_match, max_image_pixels=max_image_pixels)
     typer.echo(parity_report.table(result))
     if report:
         parity_report.write(result, report, report.with_suffix(".md"))
@@ -329,8 +342,8 @@ def verify_parity(
 def bench(
     ctx: typer.Context,
     workdir: Path = typer.Option(Path("runs/bench"), help="Where the real-size model and its export are built (reused when present; the export is redone when the exporter code changed)."),
-    tokens: int = typer.Option(20, help="Generated tokens per caption (EOS ignored)."),
-    repeats: int = typer.Option(3, help="Timed captions per runtime (median reported), after one warm-up."),
+    tokens: int = typer.Option(20, min=1, help="Generated tokens per caption (EOS ignored)."),
+    repeats: int = typer.Option(3, min=1, help="Timed captions per runtime (median reported), after one warm-up."),
     output: Path = typer.Option(Path("docs/benchmarks.md"), help="The Markdown report; the plot and the JSON go beside it."),
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time stock transformers.js in Chromium WebAssembly (q8, q4, vision=q8,decoder=q4; 1 thread and every core). Needs Chromium and playwright."),
 ):
@@ -354,7 +367,7 @@ def bench(
 def bench_train(
     device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
     precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
-    batch_size: Optional[int] = typer.Option(None, help="Samples per step (default: train's per-device default)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per step (default: train's per-device default)."),
     steps: int = typer.Option(5, help="Timed steps per mode."),
     warmup: int = typer.Option(2, help="Untimed steps first."),
     mode: Optional[list[str]] = typer.Option(None, help="lora, full-lm, full (default: all three)."),
@@ -388,13 +401,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as err:  # click's usage errors
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except typer.TyperException as err:  # a bad option or value (typer's own click): one line too
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        code = getattr(err, "exit_code", 2)
+        typer.echo(f"error: {message}" + (" (see --help)" if code == 2 else ""), err=True)
+        sys.exit(code)
     if isinstance(code, int) and code:
         sys.exit(code)
 

@@ -16,7 +16,7 @@ from peft import PeftModel
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from distilvit.atomic import atomic_dir
+from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
 from distilvit.model import build_captioner
@@ -54,7 +54,7 @@ def save_merged(peft_model: PeftModel, processor: LlavaProcessor, config: TrainC
     if not isinstance(merged, LlavaForConditionalGeneration):
         raise RuntimeError(f"merge gave a {type(merged).__name__}, expected LlavaForConditionalGeneration")
     merged.eval()
-    with atomic_dir(target, overwrite=overwrite) as tmp:
+    with atomic_dir(target, overwrite=overwrite, marker=MODEL_INFO, what="merged model") as tmp:
         merged.to(torch.float32).save_pretrained(tmp)
         processor.save_pretrained(tmp)
         info = {"source": source, "train_config": config.to_json(), **stamp()}
@@ -78,8 +78,7 @@ def merge_run(run_dir: Path, checkpoint: Path | None = None, output: Path | None
     if not (Path(checkpoint) / "adapter_config.json").is_file():
         raise UserError(f"{checkpoint} holds no LoRA adapter (adapter_config.json missing)")
     output = Path(output) if output else run_dir / MERGED_DIR
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise UserError(f"{output} already exists; pass --overwrite to replace it")
+    check_replaceable(output, overwrite, MODEL_INFO, "merged model")  # before the model is built
     model, processor = build_base(config, run_dir)
     peft_model = PeftModel.from_pretrained(model, str(checkpoint))
     return save_merged(peft_model, processor, config, output, source=str(checkpoint), overwrite=overwrite)

@@ -30,6 +30,7 @@ from distilvit.export import constants as C
 from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.metrics import caption_scores
+from distilvit.pixels import DEFAULT_MAX_PIXELS
 from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,13 @@ class Reference:
     first_logits: np.ndarray  # [B, V]
 
 
-def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int) -> tuple[Reference, object]:
+def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
+                      max_image_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Reference, object]:
     from distilvit.caption import open_image
 
+    pictures = [open_image(p, max_image_pixels) for p in images]  # every image checked before the model loads
     captioner = load_captioner(model_dir)
-    pictures = [open_image(p) for p in images]
+    captioner.pixels.max_pixels = max_image_pixels
     raw = [captioner.pixels.raw(p).numpy() for p in pictures]
     pixels = captioner.pixels(pictures)
     tokens = []
@@ -97,6 +100,7 @@ def compare_tokens(reference: Reference, tokens: list[list[int] | None], caption
         "token_agreement": float(np.mean(agreements)),
         "first_divergence": divergences[0] if divergences else None,
         "divergences": len(divergences),
+        "divergent_images": [d["image"] for d in divergences],
         "bleu4_vs_pytorch": scores.get("bleu4"),
         "cider_vs_pytorch": scores.get("cider"),
     }
@@ -245,13 +249,16 @@ def suspect_graph(entry: dict) -> str | None:
 
 def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None = None, dtypes: list[str] | None = None,
                   runtimes: list[str] | None = None, max_new_tokens: int | None = None, min_match: float = 0.0,
-                  fp32_min_match: float = 1.0) -> dict:
+                  fp32_min_match: float = 1.0, max_image_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
     """Compare every (runtime, dtype) with PyTorch on `images`; return the report (with `passed`)."""
     export_dir = Path(export_dir)
     config_file = export_dir / C.EXPORT_CONFIG
     if not config_file.is_file():
         raise UserError(f"{export_dir} is not a distilvit-web export ({C.EXPORT_CONFIG} is missing)")
     export_info = json.loads(config_file.read_text())
+    if "pixels" not in export_info:
+        raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs take resized pixels; "
+                        "re-export it (`distilvit-web export MODEL --output DIR --overwrite`)")
     model_dir = Path(model_dir or export_info["source_model"])
     if not model_dir.exists():
         raise UserError(f"the source model {model_dir} (from {config_file}) is gone; pass --model MODEL_DIR")
@@ -270,7 +277,7 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
         raise UserError("no images to compare")
     max_new = max_new_tokens or export_info.get("max_new_tokens") or 30
 
-    reference, captioner = pytorch_reference(model_dir, images, max_new)
+    reference, captioner = pytorch_reference(model_dir, images, max_new, max_image_pixels)
     tokenizer = captioner.processor.tokenizer
     entries = []
     for runtime in runtimes:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distilvit.errors import UserError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}  # what browsers and sharp both decode
 
 
 @contextmanager
@@ -27,7 +27,10 @@ def collect_images(folder: Path | None, dataset: str | None, sample: int):
             raise UserError(f"--images {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         yield paths
         return
+    from PIL import Image
+
     from distilvit.data import load_caption_splits
+    from distilvit.pixels import decode_rgba
 
     splits = load_caption_splits([dataset or "synthetic"], synthetic_sizes={"train_size": 1, "validation_size": 1,
                                                                             "test_size": sample})
@@ -36,5 +39,6 @@ def collect_images(folder: Path | None, dataset: str | None, sample: int):
         paths = []
         for i, row in enumerate(test):
             paths.append(Path(tmp) / f"image-{i:03d}.png")
-            row["image"].convert("RGB").save(paths[-1])
+            # decoded by the one rule (orientation applied, transparency kept), so every runtime reads the same
+            Image.fromarray(decode_rgba(row["image"]), "RGBA").save(paths[-1])
         yield paths

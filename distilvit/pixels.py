@@ -26,10 +26,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from distilvit.data.images import allow_large_png_text
 from distilvit.errors import UserError
+from distilvit.limits import DEFAULT_MAX_PIXELS
 
-# A 50-megapixel limit: a 12000 x 4000 photo passes, a decompression bomb (a small file of 20000 x 20000) does not.
-# Decoding needs 4 bytes per pixel here, and the browser page 12 more per pixel as float32.
-DEFAULT_MAX_PIXELS = 50_000_000
 WHITE = 255.0
 RESIZE_RULE = "bicubic, antialiased (Keys a=-0.5, half-pixel centres; ONNX Resize antialias=1), to size x size"
 

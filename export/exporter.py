@@ -24,7 +24,7 @@ import onnx
 import torch
 from transformers import AutoModelForImageTextToText, LlavaForConditionalGeneration
 
-from distilvit.atomic import atomic_dir
+from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.caption import resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import constants as C
@@ -188,15 +188,14 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
         raise UserError(f"--layout {layout!r}: choose pipeline or llava") from None
     plan = parse_quantize(quantize, layout)
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise UserError(f"{output} already exists and is not empty; pass --overwrite to replace it")
+    check_replaceable(output, overwrite, C.EXPORT_CONFIG, "export")  # before minutes of work
     source = resolve_model_dir(model_dir, merge_if_needed=True)
     model = load_model(source)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
     graphs = C.GRAPHS[layout]
     pixels = PixelPreparer.from_model_dir(source)
-    with atomic_dir(output, overwrite=overwrite) as tmp:
+    with atomic_dir(output, overwrite=overwrite, marker=C.EXPORT_CONFIG, what="export") as tmp:
         validation, timings, slimmed = {}, {}, {}
         for spec in graph_specs(model, layout):
             t0 = time.perf_counter()

@@ -47,6 +47,12 @@ class OrtCaptioner:
         per_graph = dtypes if isinstance(dtypes, dict) else {g: dtypes for g in graphs}
         self.files = {g: self.dir / C.onnx_file(g, per_graph[g]) for g in graphs}
         self.sessions = {g: _session(p, threads) for g, p in self.files.items()}
+        channels = self.sessions[graphs[0]].get_inputs()[0].shape[1]
+        if channels == 3:  # a fixed 3: resized, normalised pixels (an export of before the pixel graph)
+            from distilvit.errors import UserError
+
+            raise UserError(f"{self.dir} was exported by an earlier distilvit-web, whose encoder takes resized "
+                            "pixels; re-export it (`distilvit-web export MODEL --output DIR --overwrite`)")
         self.image_token = config["image_token_index"]
         dec = self.sessions["decoder_model_merged"]
         self.past_inputs = [i for i in dec.get_inputs() if i.name.startswith("past_key_values.")]

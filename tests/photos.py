@@ -60,9 +60,9 @@ def write_variants(folder: Path) -> dict[str, Path]:
     gray16 = gray16 + np.random.default_rng(0).integers(0, 257, gray16.shape, dtype=np.uint16)  # low byte in use
     save("gray16.png", Image.fromarray(gray16))
     save("cmyk.jpg", china.resize((320, 213)).convert("CMYK"), quality=92)
-    rotated = flower.resize((300, 200)).transpose(Image.Transpose.ROTATE_90)  # stored sideways ...
+    rotated = flower.resize((300, 200)).transpose(Image.Transpose.ROTATE_270)  # stored sideways ...
     exif = Image.Exif()
-    exif[0x0112] = 8  # ... and tagged "rotate 90 CW to view": upright only if the orientation is applied
+    exif[0x0112] = 8  # ... and tagged orientation 8: upright (300 x 200) only if the orientation is applied
     save("exif-rotated.jpg", rotated, quality=90, exif=exif.tobytes())
     frames = [china.resize((240, 160)), flower.resize((240, 160))]
     save("animated.gif", frames[0], save_all=True, append_images=frames[1:], duration=200, loop=0)

@@ -101,3 +101,157 @@ def test_folder_that_is_not_an_export_is_refused(tmp_path):
 
 def test_demo_page_is_in_the_checkout():
     assert (DEMO_DIR / "index.html").is_file() and (DEMO_DIR / "worker.js").is_file()
+
+
+# --- limits: streaming, ranges, caching headers, the Host rule, timeouts, a broken export ---------------------
+
+def request(server, path, headers=None, method="GET"):
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    conn.request(method, path, headers=headers or {})
+    response = conn.getresponse()
+    return response, response.read()
+
+
+def test_range_etag_and_nosniff(served):
+    whole, body = request(served, "/models/mymodel/onnx/encoder_model.onnx")
+    assert whole.status == 200 and body == b"onnx" and whole.getheader("Accept-Ranges") == "bytes"
+    assert whole.getheader("X-Content-Type-Options") == "nosniff" and whole.getheader("Last-Modified")
+    part, body = request(served, "/models/mymodel/onnx/encoder_model.onnx", {"Range": "bytes=1-2"})
+    assert part.status == 206 and body == b"nn" and part.getheader("Content-Range") == "bytes 1-2/4"
+    tail, body = request(served, "/models/mymodel/onnx/encoder_model.onnx", {"Range": "bytes=-3"})
+    assert tail.status == 206 and body == b"nnx"
+    bad, _ = request(served, "/models/mymodel/onnx/encoder_model.onnx", {"Range": "bytes=10-"})
+    assert bad.status == 416 and bad.getheader("Content-Range") == "bytes */4"
+    again, body = request(served, "/models/mymodel/onnx/encoder_model.onnx", {"If-None-Match": whole.getheader("ETag")})
+    assert again.status == 304 and body == b""
+
+
+def test_versioned_model_files_are_immutable(served):
+    index = json.loads(request(served, "/models/index.json")[1])
+    path = index["models"][0]["path"]
+    response, _ = request(served, f"/models/{path}/onnx/encoder_model.onnx")
+    assert response.status == 200 and "immutable" in response.getheader("Cache-Control")
+    assert request(served, "/app.js")[0].getheader("Cache-Control") == "no-cache"
+
+
+@pytest.mark.parametrize("host, status", [
+    ("127.0.0.1:8000", 200), ("localhost:8000", 200), ("[::1]:8000", 200), ("192.168.1.20:8000", 200),
+    ("evil.example.com", 403), ("127.0.0.1.evil.example:80", 403), ("", 403),
+])
+def test_only_host_headers_naming_this_machine_are_answered(served, host, status):
+    """A DNS-rebinding page sends its own domain as Host; IP literals and localhost names cannot be rebound."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.server_address[1], timeout=10)
+    conn.putrequest("GET", "/models/index.json", skip_host=True)
+    if host:
+        conn.putheader("Host", host)
+    conn.endheaders()
+    assert conn.getresponse().status == status
+
+
+def test_allowed_hosts_and_wildcard(served):
+    served.RequestHandlerClass.keywords["site"].allowed_hosts = {"models.intranet"}
+    assert request(served, "/", {"Host": "models.intranet:8000"})[0].status == 200
+    assert request(served, "/", {"Host": "other.intranet"})[0].status == 403
+
+
+def test_long_paths_and_a_broken_export_do_not_break_the_server(served, tmp_path, caplog):
+    assert request(served, "/" + "a" * 300)[0].status == 404
+    assert request(served, "/models/mymodel/" + "b" * 5000)[0].status == 404
+    site = served.RequestHandlerClass.keywords["site"]
+    broken = tmp_path / "broken"
+    (broken / "onnx").mkdir(parents=True)
+    (broken / "export_config.json").write_text("{ not json")
+    site.models["broken"] = broken
+    with caplog.at_level("WARNING"):
+        index = json.loads(request(served, "/models/index.json")[1])
+    assert [m["name"] for m in index["models"]] == ["mymodel"]
+    assert "left" in caplog.text and "broken" in caplog.text
+
+
+def test_bad_ports_and_hosts_are_one_line(tmp_path):
+    site = build_site([], demo=DEMO_DIR, vendor=tmp_path)
+    with pytest.raises(UserError, match="70000 is not a TCP port"):
+        make_server(site, port=70000)
+    with pytest.raises(UserError, match="cannot listen on no-such-host.invalid"):
+        make_server(site, host="no-such-host.invalid", port=0)
+
+
+SERVER_SCRIPT = """
+import sys, threading
+from pathlib import Path
+from distilvit.server import build_site, make_server
+root = Path(sys.argv[1])
+server = make_server(build_site([root / "big"], vendor=root / "vendor"), port=0, timeout=float(sys.argv[2]))
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@pytest.fixture
+def big_server(tmp_path):
+    """`distilvit.server` in its own process, serving an export with a 200 MB file."""
+    import subprocess
+    import sys
+
+    export = tmp_path / "big"
+    (export / "onnx").mkdir(parents=True)
+    (export / "export_config.json").write_text(json.dumps({"layout": "pipeline", "graphs": ["encoder_model"]}))
+    (export / "config.json").write_text("{}")
+    with open(export / "onnx" / "encoder_model.onnx", "wb") as f:
+        f.truncate(200 * 2**20)  # 200 MB (sparse: quick to write, read back as zeros)
+    (tmp_path / "vendor").mkdir()
+    process = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(tmp_path), "2"], stdout=subprocess.PIPE, text=True)
+    port = int(process.stdout.readline())
+    yield process, port
+    process.kill()
+    process.wait()
+
+
+def _download(port, path="/models/big/onnx/encoder_model.onnx") -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    total = 0
+    while chunk := response.read(1 << 20):
+        total += len(chunk)
+    return total
+
+
+def test_memory_stays_flat_under_load_and_stalled_readers_are_released(big_server):
+    """8 clients x 2 downloads of a 200 MB file: the server's RSS grows < 50 MiB; clients that stop reading are
+    cut off after the timeout (2 s here) and their threads end."""
+    import socket as socketlib
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    process, port = big_server
+    server = psutil.Process(process.pid)
+    _download(port)  # warm up: first-request allocations are not growth
+    before = server.memory_info().rss
+    peak = before
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(_download, port) for _ in range(16)]
+        while not all(f.done() for f in futures):
+            peak = max(peak, server.memory_info().rss)
+            time.sleep(0.05)
+        assert all(f.result() == 200 * 2**20 for f in futures)
+    assert (peak - before) / 2**20 < 50, f"RSS grew {(peak - before) / 2**20:.0f} MiB"
+
+    stalled = []
+    for _ in range(4):  # ask for the big file, read nothing
+        s = socketlib.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /models/big/onnx/encoder_model.onnx HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        stalled.append(s)
+    idle = [socketlib.create_connection(("127.0.0.1", port)) for _ in range(20)]  # connect, send nothing
+    time.sleep(0.5)
+    busy = server.num_threads()
+    deadline = time.time() + 15
+    while time.time() < deadline and server.num_threads() > 2:
+        time.sleep(0.2)
+    assert server.num_threads() <= 2, f"threads still alive: {server.num_threads()} (were {busy})"
+    assert server.memory_info().rss - before < 50 * 2**20
+    for s in stalled + idle:
+        s.close()
+    assert _download(port, "/models/index.json") > 0  # still serving

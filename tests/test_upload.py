@@ -35,8 +35,8 @@ class RecordingHub:
         self.calls.append(("create_repo", kwargs))
         return f"https://huggingface.co/{kwargs['repo_id']}"
 
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
+    def create_commit(self, **kwargs):
+        self.calls.append(("create_commit", kwargs))
 
 
 def test_dry_run_lists_the_files(export):
@@ -51,7 +51,9 @@ def test_upload_creates_the_repo_and_pushes_the_folder(export, capsys):
     result = upload(export, "me/tiny", private=True, api=hub)
     assert hub.calls[0] == ("create_repo", {"repo_id": "me/tiny", "repo_type": "model", "private": True, "exist_ok": True})
     name, kwargs = hub.calls[1]
-    assert name == "upload_folder" and kwargs["folder_path"] == str(export) and kwargs["repo_id"] == "me/tiny"
+    assert name == "create_commit" and kwargs["repo_id"] == "me/tiny"
+    sent = {op.path_in_repo: op.path_or_fileobj for op in kwargs["operations"]}
+    assert sent == {rel: str(export / rel) for rel, _ in result["files"]}  # exactly what the dry run lists
     assert result["url"] == "https://huggingface.co/me/tiny"
     assert "hf_secret_token" not in json.dumps(result) + capsys.readouterr().out
 
@@ -59,6 +61,9 @@ def test_upload_creates_the_repo_and_pushes_the_folder(export, capsys):
 def test_refusals(export, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="must look like ORG/NAME"):
         upload(export, "no-slash", dry_run=True)
+    for bad in ("org/x..", "org/x.git", "org/" + "a" * 200, "org/-x"):
+        with pytest.raises(UserError, match="is not a valid Hub repo id"):
+            upload(export, bad, dry_run=True)
     with pytest.raises(UserError, match="is not a distilvit-web export"):
         upload(tmp_path, "me/x", dry_run=True)
     import distilvit.upload as module
@@ -66,3 +71,24 @@ def test_refusals(export, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "_logged_in", lambda: False)
     with pytest.raises(UserError, match="no Hugging Face token"):
         upload(export, "me/tiny", api=RecordingHub(token=None))
+
+
+def test_only_regular_files_inside_the_export_are_sent(export, tmp_path):
+    """A symlink out of the export (to a secret), a VCS folder and hidden files are left out, and the dry run
+    lists exactly what a real upload sends."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password")
+    (export / "notes.txt").symlink_to(secret)
+    (export / "linked-dir").symlink_to(tmp_path, target_is_directory=True)
+    (export / ".git").mkdir()
+    (export / ".git" / "config").write_text("[remote]")
+    (export / ".DS_Store").write_bytes(b"x")
+    dry = upload(export, "me/tiny", dry_run=True)
+    assert [name for name, _ in dry["files"]] == ["README.md", "export_config.json", "onnx/encoder_model.onnx"]
+    assert any("notes.txt (a symlink" in s for s in dry["skipped"]) and ".git/ (hidden)" in dry["skipped"]
+    hub = RecordingHub()
+    upload(export, "me/tiny", api=hub)
+    sent = sorted(op.path_in_repo for op in hub.calls[1][1]["operations"])
+    assert sent == [name for name, _ in dry["files"]]
+    result = CliRunner().invoke(app, ["upload", str(export), "--repo-id", "me/tiny", "--dry-run"])
+    assert "left out: notes.txt (a symlink" in result.output and ".git/config" not in result.output

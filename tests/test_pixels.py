@@ -1,0 +1,119 @@
+"""The one pixel path (distilvit/pixels.py) on real photographs in every mode, and its ONNX twin
+(export/pixel_graph.py) against it. The cross-runtime comparison (Node, Chromium) is in test_parity.py and
+test_browser.py, through `verify parity`'s pixel report."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper
+from PIL import Image
+
+from distilvit.errors import UserError
+from distilvit.export.pixel_graph import prepend_pixels, raw_cases
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, decode_rgba, model_pixels, raw_tensor
+from photos import write_variants
+
+MEAN, STD = [0.5, 0.45, 0.4], [0.5, 0.25, 0.3]
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory):
+    return write_variants(tmp_path_factory.mktemp("photos"))
+
+
+def identity_encoder(size: int) -> onnx.ModelProto:
+    """A graph whose "encoder" returns its normalised input: the pixel preparation alone."""
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch_size", 3, size, size])  # noqa: E731
+    graph = helper.make_graph([helper.make_node("Identity", ["pixel_values"], ["out"])], "identity",
+                              [value("pixel_values")], [value("out")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_onnx_pixel_graph_equals_the_torch_path(size, variants):
+    """Every channel count, up- and downscales, and the real photographs: ONNX == model_pixels (torch)."""
+    session = ort.InferenceSession(prepend_pixels(identity_encoder(size), size, MEAN, STD).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    cases = raw_cases(size, torch.Generator().manual_seed(0))
+    cases += [(name, raw_tensor(decode_rgba(path))) for name, path in list(variants.items())[:6]]
+    for name, raw in cases:
+        got = session.run(None, {"pixel_values": raw.numpy()})[0]
+        want = model_pixels(raw, size, MEAN, STD).numpy()
+        assert got.shape == want.shape == (raw.shape[0], 3, size, size), name
+        assert np.abs(got - want).max() < 1e-4, name
+
+
+def test_the_resize_is_torchs_antialiased_bicubic():
+    """model_pixels resizes exactly as `interpolate(bicubic, antialias=True)`, and differs from plain bicubic on a
+    downscale (so the comparison would catch a graph without antialiasing)."""
+    raw = torch.randint(0, 256, (1, 3, 300, 200), generator=torch.Generator().manual_seed(0)).float()
+    ours = model_pixels(raw, 64, [0, 0, 0], [1 / 255] * 3)  # scale 1, shift 0: the resized values themselves
+    antialiased = F.interpolate(raw, size=(64, 64), mode="bicubic", antialias=True, align_corners=False)
+    plain = F.interpolate(raw, size=(64, 64), mode="bicubic", antialias=False, align_corners=False)
+    assert torch.allclose(ours, antialiased, atol=1e-3)
+    assert (ours - plain).abs().max() > 20
+
+
+def test_decode_rules_on_real_photographs(variants):
+    rgba = {name: decode_rgba(path) for name, path in variants.items()}
+    for name, array in rgba.items():
+        assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 4, name
+    # EXIF orientation applied: the file stores 200 x 300 sideways; upright it is the 300 x 200 photograph
+    from photos import sample_files
+
+    upright = np.asarray(Image.open(sample_files()[1]).convert("RGB").resize((300, 200)), dtype=int)
+    assert Image.open(variants["exif-rotated.jpg"]).size == (200, 300)
+    assert rgba["exif-rotated.jpg"].shape[:2] == (200, 300)  # (height, width)
+    assert np.abs(upright - rgba["exif-rotated.jpg"][..., :3]).mean() < 3  # JPEG noise only
+    # 16-bit gray: the high byte, not Pillow's clip to white
+    high = (np.asarray(Image.open(variants["gray16.png"]), dtype=np.uint32) >> 8).astype(np.uint8)
+    assert np.array_equal(rgba["gray16.png"][..., 0], high) and rgba["gray16.png"][..., :3].mean() < 200
+    # transparency kept for compositing: the ramp's left fifth is fully transparent, the palette's colour 0 too
+    assert rgba["rgba-ramp.png"][:, :10, 3].max() == 0 and rgba["rgba-ramp.png"][:, -5:, 3].min() == 255
+    palette = np.asarray(Image.open(variants["palette-transparent.png"]))
+    assert (rgba["palette-transparent.png"][..., 3][palette == 0] == 0).all()
+    assert rgba["gray-alpha.png"][:, :10, 3].max() == 0
+    # an animated GIF is its first frame
+    first = np.asarray(Image.open(variants["animated.gif"]).convert("RGB"))
+    assert np.array_equal(rgba["animated.gif"][..., :3], first)
+    # gray is replicated, CMYK converted: three channels of colour and opaque
+    assert np.array_equal(rgba["gray.jpg"][..., 0], rgba["gray.jpg"][..., 2])
+    assert rgba["cmyk.jpg"][..., 3].min() == 255
+
+
+def test_transparent_pixels_become_white_whatever_colour_they_store():
+    """Fully transparent pixels count as white, so a browser (which loses their colour) and Python agree."""
+    colour = np.zeros((40, 40, 4), dtype=np.uint8)
+    colour[..., 0] = 200  # red under alpha 0
+    other = colour.copy()
+    other[..., :3] = 0  # what a premultiplied canvas returns for them
+    a, b = (model_pixels(raw_tensor(x), 16, MEAN, STD) for x in (colour, other))
+    assert torch.equal(a, b)
+    white = model_pixels(torch.full((1, 3, 40, 40), 255.0), 16, MEAN, STD)
+    assert torch.allclose(a, white, atol=1e-5)
+
+
+def test_pixel_limit_is_one_clear_error(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (5000, 4000)).save(big)  # 20 megapixels in a few kilobytes
+    with pytest.raises(UserError, match=r"big.png has 5000 x 4000 = 20,000,000 pixels.*--max-image-pixels"):
+        decode_rgba(big, max_pixels=10_000_000)
+    assert decode_rgba(big, max_pixels=DEFAULT_MAX_PIXELS).shape == (4000, 5000, 4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(UserError, match="cannot read image .*broken.jpg"):
+        decode_rgba(broken)
+
+
+def test_training_batches_and_captioning_share_the_path(variants):
+    """The collator's pixel values are model_pixels of the decoded image: the same as captioning and the graph."""
+    prepare = PixelPreparer(32, MEAN, STD)
+    images = [Image.open(variants[name]) for name in ("rgba-ramp.png", "exif-rotated.jpg", "gray16.png")]
+    batch = prepare(images)
+    for i, image in enumerate(images):
+        assert torch.equal(batch[i : i + 1], model_pixels(raw_tensor(decode_rgba(image)), 32, MEAN, STD))

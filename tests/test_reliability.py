@@ -1,0 +1,125 @@
+"""Careless and hostile inputs (issue 14), one section per group: --overwrite never deletes what the toolkit did
+not write, interrupted writes are cleaned up, outputs get normal permissions, uploads stay inside the export,
+and bad arguments end in one `error:` line."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from distilvit.atomic import OWNER_FILE, atomic_dir, remove_leftovers
+from distilvit.errors import UserError
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """The installed entry point, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "distilvit.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("error:"), result.stderr
+    return lines[-1]
+
+
+# --- --overwrite replaces only what the toolkit wrote ---------------------------------------------------------
+
+def test_overwrite_refuses_a_folder_of_user_files(tmp_path):
+    photos = tmp_path / "holiday"
+    photos.mkdir()
+    (photos / "IMG_0001.jpg").write_bytes(b"precious")
+    with pytest.raises(UserError, match=r"holiday holds no export_config.json, so it is not a distilvit-web export"):
+        with atomic_dir(photos, overwrite=True, marker="export_config.json", what="export") as tmp:
+            (tmp / "export_config.json").write_text("{}")
+    assert (photos / "IMG_0001.jpg").read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["holiday"]  # no temporary folder left
+
+
+def test_overwrite_replaces_a_toolkit_folder_once_complete(tmp_path):
+    target = tmp_path / "export"
+    with atomic_dir(target, marker="export_config.json") as tmp:
+        (tmp / "export_config.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, overwrite=True, marker="export_config.json") as tmp:
+            (tmp / "export_config.json").write_text("half")
+            raise RuntimeError("killed halfway")
+    assert (target / "export_config.json").read_text() == "old"
+    with atomic_dir(target, overwrite=True, marker="export_config.json") as tmp:
+        (tmp / "export_config.json").write_text("new")
+    assert (target / "export_config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_export_and_merge_overwrite_refuse_user_folders_before_any_work(short_run, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    line = one_error_line(cli("export", short_run, "--output", folder, "--overwrite"))
+    assert "mine holds no export_config.json, so it is not a distilvit-web export" in line
+    line = one_error_line(cli("merge", short_run, "--output", folder, "--overwrite"))
+    assert "distilvit_model.json" in line
+    assert (folder / "notes.txt").read_text() == "keep me"
+
+
+def test_output_dot_is_refused(short_run, tmp_path):
+    line = one_error_line(cli("export", short_run, "--output", ".", "--overwrite", cwd=tmp_path))
+    assert "current folder" in line
+
+
+# --- leftovers of interrupted writes, permissions -------------------------------------------------------------
+
+def test_leftovers_of_a_killed_write_are_named_and_removed(tmp_path, caplog):
+    target = tmp_path / "export"
+    dead = tmp_path / ".export.tmp-abc123"
+    dead.mkdir()
+    (dead / OWNER_FILE).write_text("999999999\n")  # no such process
+    stale_old = tmp_path / ".export.old-xyz"
+    stale_old.mkdir()
+    running = tmp_path / ".export.tmp-live"
+    running.mkdir()
+    (running / OWNER_FILE).write_text(f"{os.getppid()}\n")  # a live process: another write in progress
+    with caplog.at_level("WARNING"):
+        removed = remove_leftovers(target)
+    assert sorted(p.name for p in removed) == [".export.old-xyz", ".export.tmp-abc123"]
+    assert running.is_dir() and "interrupted earlier write" in caplog.text
+
+
+def test_a_written_folder_has_the_users_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a.json").write_text("{}")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "out").stat().st_mode)
+    assert mode == 0o755, oct(mode)
+    assert not (tmp_path / "out" / OWNER_FILE).exists()
+
+
+# --- one `error:` line, never a traceback ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, needle", [
+    (["caption", "model", "a.png", "--batch-size", "0"], "--batch-size"),
+    (["caption", "model", "a.png", "--num-beams", "0"], "--num-beams"),
+    (["caption", "model", "a.png", "--max-new-tokens", "-5"], "--max-new-tokens"),
+    (["serve", "exports", "--port", "70000"], "--port"),
+    (["no-such-command"], "No such command"),
+])
+def test_bad_arguments_end_in_one_error_line(args, needle):
+    assert needle in one_error_line(cli(*args))
+
+
+def test_an_image_over_the_pixel_limit_is_one_error_line(short_run, tmp_path):
+    from PIL import Image
+
+    big = tmp_path / "bomb.png"
+    Image.new("L", (4000, 3000)).save(big)  # 12 megapixels in a few kilobytes
+    line = one_error_line(cli("caption", short_run, big, "--max-image-pixels", "1000000"))
+    assert "bomb.png has 4000 x 3000 = 12,000,000 pixels, over the limit of 1,000,000" in line
