@@ -11,6 +11,7 @@ not the 0700 of a temporary folder. This module knows nothing about what goes in
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from distilvit.errors import UserError
 
 log = logging.getLogger(__name__)
 OWNER_FILE = ".owner"
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: str) -> None:
@@ -89,10 +91,14 @@ def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
     """
     target = Path(target)
     check_replaceable(target, overwrite, marker, what)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    except OSError as err:
+        raise UserError(f"cannot write the {what} {target}: {err.strerror or err} in {target.parent}; "
+                        "choose a folder you can write to") from err
     try:
         yield tmp
         (tmp / OWNER_FILE).unlink()
@@ -109,6 +115,12 @@ def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
                 tmp.rename(target)
         else:
             tmp.rename(target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno in DISK_ERRORS:  # the disk, not the code: one line naming the folder and the cause
+            raise UserError(f"writing the {what} {target} failed: {os.strerror(err.errno)}; nothing was written "
+                            f"(free space or choose another output)") from err
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -88,9 +88,23 @@ def resolve_model_dir(model_dir: Path, merge_if_needed: bool = False) -> Path:
     raise UserError(f"{model_dir} is not a model: it holds neither config.json nor a training run (train_config.json)")
 
 
+def load_model_files(path: Path):
+    """`AutoModelForImageTextToText.from_pretrained(path)` in float32, or a UserError naming the folder when its
+    files are damaged (a truncated or corrupt model.safetensors, an unreadable config)."""
+    try:
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    except Exception as err:  # safetensors, OSError, JSON and shape errors: the files, not the code
+        kind = type(err).__name__
+        if kind in ("SafetensorError", "HeaderTooLarge", "OSError", "JSONDecodeError", "ValueError", "RuntimeError",
+                    "EnvironmentError", "KeyError"):
+            raise UserError(f"cannot load the model in {path}: {kind}: {str(err).splitlines()[0][:300]}. Its files "
+                            "look damaged; write them again (`distilvit-web merge RUN --overwrite`)") from err
+        raise
+
+
 def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:
     path = resolve_model_dir(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    model = load_model_files(path)
     if not isinstance(model, LlavaForConditionalGeneration):
         raise UserError(f"{path} holds a {type(model).__name__}, not a distilvit-web captioner (LlavaForConditionalGeneration)")
     processor = AutoProcessor.from_pretrained(path)

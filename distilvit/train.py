@@ -4,7 +4,9 @@ Run folder layout (`--output-dir`):
 
     train_config.json     every setting, base models, library versions
     base/                 tiny preset only: the encoder and decoder (+ tokenizer) it built
-    checkpoints/          Trainer checkpoints (adapter + projector [+ head], optimizer, RNG); `--resume` uses the last
+    checkpoints/          Trainer checkpoints (adapter + projector [+ head], optimizer, RNG) every --save-steps and at
+                          every evaluation; `--resume` uses the newest complete one (an incomplete one is skipped
+                          with its reason)
     adapter/              the final adapter (peft `save_pretrained`)
     merged/               LoRA merged: a stock LlavaForConditionalGeneration + LlavaProcessor
     train_log.json        the Trainer's log history
@@ -29,7 +31,6 @@ from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from distilvit import device as devices
 from distilvit import lora
@@ -250,6 +251,63 @@ def one_gpu_per_process(args: TrainingArguments) -> TrainingArguments:
     return args
 
 
+class SaveEverySteps(TrainerCallback):
+    """Checkpoint every `save_steps` whatever the evaluation interval. The Trainer saves on its own only at
+    evaluations when it keeps the best checkpoint (its save_steps must then be a multiple of eval_steps); this
+    asks for the other saves. Best-checkpoint tracking is unchanged: it happens at evaluations."""
+
+    def __init__(self, save_steps: int):
+        self.save_steps = save_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.save_steps > 0 and state.global_step % self.save_steps == 0:
+            control.should_save = True
+        return control
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be resumed from (a file missing, empty or unreadable), or None when it is complete."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    def weights(path):
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():
+                f.get_slice(key)  # header and offsets are checked; a truncated file fails here
+
+    def archive(path):
+        with zipfile.ZipFile(path) as z:  # torch.save's format: a file cut short has no central directory
+            if z.testzip() is not None:
+                raise ValueError("a member fails its CRC check")
+
+    checks = {"trainer_state.json": lambda p: json.loads(p.read_text())["global_step"],
+              "adapter_config.json": lambda p: json.loads(p.read_text()),
+              "adapter_model.safetensors": weights, "optimizer.pt": archive, "scheduler.pt": archive}
+    for name, check in checks.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"{name} is missing or empty"
+        try:
+            check(path)
+        except Exception as err:  # OSError, JSON, zip and safetensors' own errors alike: unusable
+            return f"{name} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})"
+    return None
+
+
+def newest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint-N that is complete, and the newer ones skipped with the reason."""
+    found = sorted((p for p in Path(checkpoints).glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()),
+                   key=lambda p: int(p.name[11:]), reverse=True) if Path(checkpoints).is_dir() else []
+    skipped = []
+    for folder in found:
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append((folder, problem))
+    return None, skipped
+
+
 def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainPlan) -> TrainingArguments:
     evaluating = config.eval_steps > 0
     return one_gpu_per_process(TrainingArguments(
@@ -325,10 +383,14 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     trainer = CaptionTrainer(model=peft_model, args=_training_arguments(out, config, run_plan),
                              train_dataset=splits["train"], eval_dataset=validation, data_collator=collator,
                              run_config=config, processor=processor, eval_rows=validation, callbacks=callbacks)
-    last = get_last_checkpoint(str(out / CHECKPOINTS_DIR)) if resume and (out / CHECKPOINTS_DIR).is_dir() else None
+    if config.save_steps > 0 and config.eval_steps > 0 and config.save_steps != config.eval_steps:
+        trainer.add_callback(SaveEverySteps(config.save_steps))
+    last, skipped = newest_complete_checkpoint(out / CHECKPOINTS_DIR) if resume else (None, [])
     if resume and main:
-        log.info("resuming from %s", last or "the start (no checkpoint was saved yet)")
-    trainer.train(resume_from_checkpoint=last)
+        for folder, problem in skipped:
+            log.warning("skipping %s: %s (written when the run was stopped?)", folder, problem)
+        log.info("resuming from %s", last or "the start (no complete checkpoint was saved yet)")
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
     if not main:
         return TrainResult(out, out / MERGED_DIR, None)
 

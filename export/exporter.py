@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
-from transformers import AutoModelForImageTextToText, LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration
 
 from distilvit.atomic import atomic_dir, check_replaceable
-from distilvit.caption import resolve_model_dir
+from distilvit.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.card import write_card
@@ -112,8 +111,7 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
                         "Nothing was written; train with a decoder without them (docs/export.md lists what is supported)")
     if not (path / "tokenizer.json").is_file() or not (path / "processor_config.json").is_file():
         raise UserError(f"{path} lacks tokenizer.json or processor_config.json; re-save it with `distilvit-web merge`")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    return model
+    return load_model_files(path).eval()
 
 
 DECODER_GRAPH = ("export/llama_stack.py: q/k/v and gate/up fused MatMuls, rotary embedding once on queries and keys, "

@@ -139,9 +139,10 @@ WEBGPU_PHOTOS = ("china.jpg", "rgba-ramp.png", "exif-rotated.jpg", "gray16.png",
 @pytest.mark.parametrize("runtime", ["chromium-wasm", "chromium-webgpu"])
 def test_verify_parity_in_chromium_on_real_photographs(tiny_export, trained_tiny, tmp_path, runtime):
     """`verify parity --runtime chromium-wasm / chromium-webgpu` on real photographs in every mode: the browser's
-    own decoding feeds the graph the pixels Python does (within the same-pixels target), fp32 gives PyTorch's
-    captions model and end to end, and q8 and q4 stay within the bound the Node and onnxruntime tests use (a
-    dtype that is wrong on WebGPU fails here, named by its row)."""
+    own decoding feeds the graph the pixels Python does (within the same-pixels target) and fp32 gives PyTorch's
+    captions model and end to end. q8 and q4 are held to the bound the Node and onnxruntime tests use on the
+    images the tiny model was trained for (synthetic shapes: on photographs it babbles "circle circle ...", where
+    quantization flips tokens freely); a dtype that is wrong on WebGPU fails there, named by its row."""
     from distilvit.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
     from photos import write_variants
 
@@ -149,16 +150,26 @@ def test_verify_parity_in_chromium_on_real_photographs(tiny_export, trained_tiny
     if runtime == "chromium-webgpu":
         photos = {name: photos[name] for name in WEBGPU_PHOTOS}
     report = verify_parity(tiny_export, list(photos.values()), model_dir=trained_tiny / "merged",
-                           dtypes=["fp32", "q8", "q4"], runtimes=[runtime], min_match=0.75)
+                           dtypes=["fp32"], runtimes=[runtime])
     by_dtype = {e["dtype"]: e for e in report["results"]}
     assert by_dtype["fp32"]["model"]["exact_match"] == 1.0, by_dtype["fp32"]["model"]
     assert by_dtype["fp32"]["end_to_end"]["exact_match"] == 1.0, by_dtype["fp32"]["end_to_end"]
     pixels = by_dtype["fp32"]["pixels"]
     assert sorted(pixels["within_target"]) == sorted(photos), pixels["images"]
     assert pixels["max_abs_diff"] <= PIXEL_MAX_TOLERANCE and pixels["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE
-    for dtype in ("q8", "q4"):
-        assert by_dtype[dtype]["model"]["exact_match"] >= 0.75, (dtype, by_dtype[dtype]["model"])
     assert report["passed"] and all(e["runtime"] == runtime for e in report["results"])
+
+    from distilvit.synthetic import make_synthetic_splits
+
+    shapes = []
+    for i, row in enumerate(make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=8)["test"]):
+        shapes.append(tmp_path / f"shape-{i}.png")
+        row["image"].save(shapes[-1])
+    quantized = verify_parity(tiny_export, shapes, model_dir=trained_tiny / "merged", dtypes=["q8", "q4"],
+                              runtimes=[runtime], min_match=0.75)
+    for entry in quantized["results"]:
+        assert entry["model"]["exact_match"] >= 0.75, (entry["dtype"], entry["model"])
+    assert quantized["passed"]
 
 
 def test_bench_times_captions_in_chromium(tiny_export, tmp_path):

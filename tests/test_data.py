@@ -3,6 +3,7 @@ layouts are tested on replicas in tests/test_hub_replicas.py."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -34,7 +35,8 @@ def _folder(root, rows, metadata="jsonl", corrupt=()):
     root.mkdir(parents=True, exist_ok=True)
     for i in range(len(rows)):
         name = f"{i}.png"
-        (root / name).write_bytes(b"not a png at all" if name in corrupt else _png((i * 20 % 256, 0, 0)))
+        colour = tuple(hashlib.sha1(f"{root}/{i}".encode()).digest()[:3])  # distinct images in every folder
+        (root / name).write_bytes(b"not a png at all" if name in corrupt else _png(colour))
     if metadata == "jsonl":
         lines = [json.dumps({"file_name": f"{i}.png", "caption": cap}) for i, cap in enumerate(rows)]
         (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")

@@ -123,3 +123,85 @@ def test_an_image_over_the_pixel_limit_is_one_error_line(short_run, tmp_path):
     Image.new("L", (4000, 3000)).save(big)  # 12 megapixels in a few kilobytes
     line = one_error_line(cli("caption", short_run, big, "--max-image-pixels", "1000000"))
     assert "bomb.png has 4000 x 3000 = 12,000,000 pixels, over the limit of 1,000,000" in line
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path):
+    import errno
+
+    with pytest.raises(UserError, match=r"writing the export .*out failed: No space left on device; nothing was written"):
+        with atomic_dir(tmp_path / "out", what="export") as tmp:
+            (tmp / "part.onnx").write_bytes(b"x")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what a write raises on a full disk
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_model_file_is_one_error_line(short_run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(short_run / "merged", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), "red").save(image)
+    for args in (["caption", broken, image], ["export", broken, "--output", tmp_path / "out"]):
+        line = one_error_line(cli(*args))
+        assert f"cannot load the model in {broken}" in line and "damaged" in line
+    assert not (tmp_path / "out").exists()
+
+
+# --- datasets: duplicates across splits, encodings, links out -------------------------------------------------
+
+def _image_folder(folder, names_and_colours, metadata_name="metadata.jsonl"):
+    import json as jsonlib
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, colour, split in names_and_colours:
+        (folder / split).mkdir(exist_ok=True)
+        Image.new("RGB", (32, 32), colour).save(folder / split / name)
+    for split in {s for _, _, s in names_and_colours}:
+        rows = [{"file_name": n, "caption": f"a {c} square"} for n, c, s in names_and_colours if s == split]
+        (folder / split / metadata_name).write_text("\n".join(jsonlib.dumps(r) for r in rows) + "\n")
+        lines += rows
+    return folder
+
+
+def test_test_images_that_are_also_training_images_are_left_out(tmp_path, caplog):
+    from distilvit.data import load_caption_splits
+
+    colours = ["red", "blue", "green", "yellow", "purple", "orange", "white", "black"]
+    rows = [(f"{c}.png", c, "train") for c in colours]
+    rows += [("copy-red.png", "red", "test"), ("copy-blue.png", "blue", "test"), ("new.png", "gray", "test")]
+    rows += [("v.png", "pink", "validation")]
+    folder = _image_folder(tmp_path / "data", rows)
+    with caplog.at_level("WARNING"):
+        splits = load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)
+    assert len(splits["test"]) == 1 and splits["test"][0]["captions"] == ["a gray square"]
+    assert "2 of 3 test images are also in an earlier split" in caplog.text
+
+
+def test_non_utf8_metadata_is_named(tmp_path):
+    from distilvit.data import load_caption_splits
+
+    folder = _image_folder(tmp_path / "data", [("a.png", "red", "train")])
+    (folder / "train" / "metadata.jsonl").write_bytes('{"file_name": "a.png", "caption": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"metadata.jsonl is not UTF-8 text \(byte 0xe9"):
+        load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)
+
+
+def test_a_link_out_of_the_dataset_folder_is_refused(tmp_path):
+    from PIL import Image
+
+    from distilvit.data import load_caption_splits
+
+    folder = _image_folder(tmp_path / "data", [("a.png", "red", "train")])
+    outside = tmp_path / "private.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (folder / "train" / "b.png").symlink_to(outside)
+    with pytest.raises(UserError, match=r"b.png is a link to .*private.png, outside the dataset folder"):
+        load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)

@@ -157,6 +157,35 @@ def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+def test_checkpoints_every_save_steps_and_resume_skips_an_incomplete_one(tmp_path, monkeypatch, caplog):
+    """--save-steps 2 with evaluation every 3: checkpoints at 2, 3, 4 (and 6 at the end); a checkpoint cut short
+    by a kill is skipped on --resume, which says so and continues from the newest complete one."""
+    import distilvit.train as train_module
+
+    out = tmp_path / "run"
+    original = train_module.CaptionTrainer.__init__
+
+    def with_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(StopAt(5))
+
+    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", with_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(short_config(out, save_steps=2, save_total_limit=10))
+    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", original)
+    saved = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert saved == [2, 3, 4], saved
+    weights = out / "checkpoints/checkpoint-4/adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed while writing
+    assert "adapter_model.safetensors" in (train_module.checkpoint_problem(weights.parent) or "")
+    with caplog.at_level("INFO"):
+        train(short_config(out, save_steps=2, save_total_limit=10), resume=True)
+    assert "skipping" in caplog.text and "checkpoint-4" in caplog.text
+    assert "resuming from" in caplog.text and "checkpoint-3" in caplog.text
+    assert json.loads((out / "checkpoints/checkpoint-6/trainer_state.json").read_text())["global_step"] == 6
+    assert (out / "merged" / "config.json").is_file()
+
+
 def test_other_settings_in_a_run_folder_are_refused(short_run):
     changed = dataclasses.replace(TrainConfig.load(short_run), lora_r=4)
     with pytest.raises(UserError, match="other settings.*lora_r"):

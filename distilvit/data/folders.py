@@ -42,6 +42,43 @@ def _visible_files(folder: Path) -> list[Path]:
             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
+def allowed_root(folder: Path) -> Path:
+    """Where the files of `folder` may live: the folder itself, or for a Hub snapshot (…/snapshots/<revision>,
+    whose files are symlinks into ../../blobs) its repository folder in the cache."""
+    folder = Path(folder).resolve()
+    return folder.parents[1] if folder.parent.name == "snapshots" else folder
+
+
+def check_inside(folder: Path, files: list[Path], spec: str) -> None:
+    """A UserError naming the first file that resolves outside `folder` (a symlink pointing elsewhere)."""
+    root = allowed_root(folder)
+    for path in files:
+        target = path.resolve()
+        if target != root and root not in target.parents:
+            raise UserError(f"dataset {spec!r}: {path} is a link to {target}, outside the dataset folder "
+                            f"{folder}; copy the file into the folder instead of linking to it")
+
+
+def check_utf8(files: list[Path], spec: str) -> None:
+    """A UserError naming a metadata file that is not UTF-8, with the first bad byte and its offset."""
+    import codecs
+
+    for path in files:
+        decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+        with open(path, "rb") as handle:
+            while True:
+                chunk = handle.read(1 << 20)
+                try:
+                    decoder.decode(chunk, final=not chunk)
+                except UnicodeDecodeError as err:
+                    raise UserError(f"dataset {spec!r}: {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} "
+                                    f"near offset {offset + err.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t "
+                                    "utf-8`)") from None
+                if not chunk:
+                    break
+                offset += len(chunk)
+
+
 def _shard_files(split_folder: Path) -> list[Path]:
     state = split_folder / "state.json"
     if state.is_file():
@@ -67,6 +104,7 @@ def _read_saved(folder: Path, spec: str) -> dict[str, list[datasets.Dataset]]:
     parts = {}
     for split, split_folder in folders.items():
         shards = _shard_files(split_folder)
+        check_inside(folder, shards, spec)
         try:
             parts[split] = [datasets.Dataset.from_file(str(shard)) for shard in shards]
         except Exception as exc:  # a truncated or foreign .arrow file
@@ -91,7 +129,10 @@ def read_folder(folder: Path, spec: str, cache_dir: str | None = None) -> dict[s
     if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
         return _read_saved(folder, spec)
     files = _visible_files(folder)
+    check_inside(folder, files, spec)
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    check_utf8([p for p in files if p.name in METADATA_FILES or p.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl")],
+               spec)
     has_metadata = any(p.name in METADATA_FILES for p in files)
     data_files = [p for p in files if p.suffix.lower() in DATA_SUFFIXES and p.name not in METADATA_FILES]
     if images and has_metadata:

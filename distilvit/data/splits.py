@@ -117,4 +117,37 @@ def complete_splits(parts: dict[str, list[Part]], spec: str, seed: int) -> dict[
             source = "train" if pool_splits == ["train"] else "all rows (" + "/".join(pool_splits) + ")"
             off = [s for s in ("validation", "test") if s not in parts]  # the rest of the pool is train
             parts.update(_assign(pool, _by_image(pool, off, seed, spec, source)))
+    parts = drop_cross_split_duplicates(parts, spec)
     return {split: _concat([p.dataset for p in parts[split]]) for split in SPLITS}
+
+
+def drop_cross_split_duplicates(parts: dict[str, list[Part]], spec: str) -> dict[str, list[Part]]:
+    """Rows of validation and test whose image (same bytes) is also in an earlier split (train, then validation)
+    are dropped, with a warning counting them: a test image seen in training inflates every score."""
+    seen: set[str] = set()
+    out: dict[str, list[Part]] = {}
+    for split in SPLITS:  # train, validation, test
+        kept_parts, dropped, total = [], 0, 0
+        for part in parts[split]:
+            total += len(part.keys)
+            if split == "train":
+                kept_parts.append(part)
+                continue
+            keep = [i for i, key in enumerate(part.keys) if key not in seen]
+            dropped += len(part.keys) - len(keep)
+            if len(keep) == len(part.keys):
+                kept_parts.append(part)
+            elif keep:
+                kept_parts.append(Part(part.dataset.select(keep), [part.keys[i] for i in keep],
+                                       [part.split_values[i] for i in keep] if part.split_values else None,
+                                       part.source))
+        if dropped:
+            log.warning("%s: %d of %d %s images are also in an earlier split (same image bytes); they are left "
+                        "out of %s so scores are not inflated", spec, dropped, total, split, split)
+            if dropped == total:
+                raise UserError(f"dataset {spec!r}: every {split} image is also in an earlier split (same image "
+                                f"bytes); nothing is left to {'score' if split == 'test' else 'validate'} on")
+        for part in parts[split]:
+            seen.update(part.keys)
+        out[split] = kept_parts
+    return out
