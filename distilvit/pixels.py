@@ -67,12 +67,15 @@ def decode_rgba(source: Path | Image.Image, max_pixels: int | None = DEFAULT_MAX
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
     allow_large_png_text()
+    if max_pixels and max_pixels > Image.MAX_IMAGE_PIXELS:  # our limit is the one that applies: Pillow would
+        Image.MAX_IMAGE_PIXELS = max_pixels                 # refuse twice its own before we could check
     try:
         with Image.open(path) as image:
             _check_size(image.size, max_pixels, str(path))
             return _to_rgba(_first_frame_upright(image))
     except Image.DecompressionBombError as err:
-        raise ImageTooLarge(f"image {path} is too large to decode safely ({err})") from err
+        raise ImageTooLarge(f"image {path} is too large to decode safely ({err}); raise the limit with "
+                            "--max-image-pixels if it is meant to be this large") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
 

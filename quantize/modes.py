@@ -69,9 +69,38 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # The pixel preparation in front of an image encoder (nodes named `pixels/...`) stays float32 too: it works on
     # 0..255 values at full image size, where fp16 steps are 0.125, and its antialiased Resize has no fp16 kernel.
     keep = [n.name for n in model.graph.node if n.name.startswith(FLOAT32_NODE_PREFIX)]
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
-                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear"],
-                                    node_block_list=keep)
+    converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                         op_block_list=list(DEFAULT_OP_BLOCK_LIST) + ["DequantizeLinear"],
+                                         node_block_list=keep)
+    return _cast_kept_outputs(converted) if keep else converted
+
+
+def _cast_kept_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Cast to float16 where a kept-float32 node's float output feeds a converted node. The converter casts the
+    inputs of kept nodes but not their outputs ("Type parameter (T) of Optype (Conv) bound to different types
+    (tensor(float) and tensor(float16))", onnxruntime 1.32 float16 converter, 2026-12-01)."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    kept = [n for n in graph.node if n.name.startswith(FLOAT32_NODE_PREFIX)]
+    float_outputs = {out for n in kept if n.op_type not in ("Shape", "Slice", "Greater", "Mod", "Squeeze", "Range")
+                     and not (n.op_type == "Cast" and n.attribute[0].i != TensorProto.FLOAT)
+                     for out in n.output}
+    casts = {}
+    for node in graph.node:
+        if node.name.startswith(FLOAT32_NODE_PREFIX):
+            continue
+        for i, name in enumerate(node.input):
+            if name in float_outputs:
+                if name not in casts:
+                    casts[name] = helper.make_node("Cast", [name], [name + "_fp16"], to=TensorProto.FLOAT16,
+                                                   name=name.replace("/", "_") + "_to_fp16")
+                node.input[i] = name + "_fp16"
+    if casts:
+        last_kept = max(i for i, n in enumerate(graph.node) if n.name.startswith(FLOAT32_NODE_PREFIX))
+        for offset, cast in enumerate(casts.values()):
+            graph.node.insert(last_kept + 1 + offset, cast)
+    return model
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -255,3 +255,24 @@ def test_memory_stays_flat_under_load_and_stalled_readers_are_released(big_serve
     for s in stalled + idle:
         s.close()
     assert _download(port, "/models/index.json") > 0  # still serving
+
+
+def test_a_non_loopback_host_says_what_it_exposes(tmp_path):
+    """`serve --host 0.0.0.0` prints a warning naming what is shared and on which port, before serving."""
+    import subprocess
+    import sys
+
+    export = tmp_path / "shared-model"
+    (export / "onnx").mkdir(parents=True)
+    (export / "export_config.json").write_text(json.dumps({"layout": "pipeline", "graphs": ["encoder_model"]}))
+    (export / "config.json").write_text("{}")
+    process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", str(export), "--host", "0.0.0.0",
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stderr.readline()
+        while line and "warning:" not in line:
+            line = process.stderr.readline()
+    finally:
+        process.kill()
+        process.wait()
+    assert "--host 0.0.0.0 exposes the demo page and" in line and "shared-model" in line and "on port" in line
