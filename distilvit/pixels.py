@@ -87,13 +87,6 @@ def _check_size(size: tuple[int, int], max_pixels: int | None, name: str) -> Non
                             f"{max_pixels:,}; shrink it or raise the limit with --max-image-pixels")
 
 
-def open_rgb(source: Path | Image.Image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """A PIL RGB image by the same rules (transparency over white): for showing, not for the model."""
-    raw = torch.from_numpy(decode_rgba(source, max_pixels)).permute(2, 0, 1).float().unsqueeze(0)  # [1, 4, H, W]
-    rgb = composite(raw)[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(rgb, "RGB")
-
-
 def raw_tensor(rgba: np.ndarray) -> torch.Tensor:
     """[1, 4, H, W] float32 0..255 from a decoded uint8 [H, W, 4] array: what runtimes are handed."""
     return torch.from_numpy(np.ascontiguousarray(rgba)).permute(2, 0, 1).unsqueeze(0).float()
