@@ -94,12 +94,12 @@ def load_model_files(path: Path):
     try:
         return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
     except Exception as err:  # safetensors, OSError, JSON and shape errors: the files, not the code
-        kind = type(err).__name__
-        if kind in ("SafetensorError", "HeaderTooLarge", "OSError", "JSONDecodeError", "ValueError", "RuntimeError",
-                    "EnvironmentError", "KeyError"):
-            raise UserError(f"cannot load the model in {path}: {kind}: {str(err).splitlines()[0][:300]}. Its files "
-                            "look damaged; write them again (`distilvit-web merge RUN --overwrite`)") from err
-        raise
+        damaged = isinstance(err, (OSError, ValueError, RuntimeError, KeyError)) or \
+            type(err).__module__.startswith("safetensors")
+        if not damaged:
+            raise
+        raise UserError(f"cannot load the model in {path}: {type(err).__name__}: {str(err).splitlines()[0][:300]}. "
+                        "Its files look damaged; write them again (`distilvit-web merge RUN --overwrite`)") from err
 
 
 def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:

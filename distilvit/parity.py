@@ -30,7 +30,7 @@ from distilvit.export import constants as C
 from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.metrics import caption_scores
-from distilvit.pixels import DEFAULT_MAX_PIXELS
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer
 from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,8 @@ FP32_GRAPH_TOLERANCE = 1e-2
 class Reference:
     images: list[Path]
     raw: list[np.ndarray]  # per image [1, 4, H, W] float32 0..255: the decoded pixels the runtimes are handed
-    pixel_values: np.ndarray  # [B, 3, S, S] as PyTorch saw them (distilvit.pixels.model_pixels of `raw`)
-    mean: list[float]
-    std: list[float]
+    pixel_values: np.ndarray  # [B, 3, S, S] as PyTorch saw them (`prepare.prepare_raw` of `raw`)
+    prepare: PixelPreparer  # the model's pixel rule (size, mean, std)
     tokens: list[list[int]]
     captions: list[str]
     features: np.ndarray  # [B, N, D]
@@ -60,8 +59,8 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
     pictures = [open_image(p, max_image_pixels) for p in images]  # every image checked before the model loads
     captioner = load_captioner(model_dir)
     captioner.pixels.max_pixels = max_image_pixels
-    raw = [captioner.pixels.raw(p).numpy() for p in pictures]
-    pixels = captioner.pixels(pictures)
+    raw = [captioner.pixels.raw(p) for p in pictures]
+    pixels = torch.cat([captioner.pixels.prepare_raw(r) for r in raw])  # [B, 3, S, S]
     tokens = []
     for i in range(len(pictures)):  # one by one, as the runtimes caption
         tokens += captioner.generate_ids(pictures[i : i + 1], max_new_tokens)
@@ -71,7 +70,7 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
         ids = prompt_ids(captioner.processor.tokenizer, len(pictures), model.config.image_seq_length)
         logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits[:, -1, :]
     captions = [c.strip() for c in captioner.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-    return (Reference(list(images), raw, pixels.numpy(), captioner.pixels.mean, captioner.pixels.std, tokens, captions,
+    return (Reference(list(images), [r.numpy() for r in raw], pixels.numpy(), captioner.pixels, tokens, captions,
                       features.numpy(), logits.numpy()), captioner)
 
 
@@ -206,9 +205,6 @@ def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list
     """Per image: the runtime's decoded pixels, prepared by distilvit.pixels, against PyTorch's model input."""
     import base64
 
-    from distilvit.pixels import model_pixels
-
-    size = reference.pixel_values.shape[-1]
     rows = []
     for i, payload in enumerate(pixels):
         name = reference.images[i].name
@@ -221,7 +217,7 @@ def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list
         if tuple(dims[2:]) != tuple(want[2:]):
             rows.append({"image": name, "error": f"decoded as {dims[3]}x{dims[2]}, Python decodes {want[3]}x{want[2]}"})
             continue
-        got = model_pixels(torch.from_numpy(raw.astype(np.float32)), size, reference.mean, reference.std)
+        got = reference.prepare.prepare_raw(torch.from_numpy(raw.astype(np.float32)))
         rows.append({"image": name, "channels": dims[1],
                      **_diff(got.numpy(), reference.pixel_values[i : i + 1])})
     measured = [r for r in rows if "error" not in r]

@@ -85,6 +85,21 @@ def input_cases(spec: GraphSpec, model) -> list[tuple[str, tuple]]:
     return cases
 
 
+def compare_output(label: str, name: str, want: torch.Tensor, have: np.ndarray, checks: list[OutputCheck],
+                   failures: list[str]) -> None:
+    """One output of one case against the stock model: a check appended, and a failure line when it is off."""
+    want = want.float().numpy()
+    if want.shape != have.shape:
+        failures.append(f"[{label}] {name}: shape {list(have.shape)} != stock model {list(want.shape)}")
+        return
+    diff = float(np.abs(want - have.astype(np.float32)).max()) if want.size else 0.0
+    tol = ABS_TOLERANCE.get(name, DEFAULT_ABS_TOLERANCE) + REL_TOLERANCE * float(np.abs(want).max() if want.size else 0)
+    ok = bool(np.isfinite(have).all()) and diff <= tol
+    checks.append(OutputCheck(label, name, list(have.shape), diff, tol, ok))
+    if not ok:
+        failures.append(f"[{label}] {name}: max abs diff {diff:.3g} > tolerance {tol:.3g}")
+
+
 def validate_graph(spec: GraphSpec, model, path: Path) -> list[OutputCheck]:
     """Run every case through the stock model and onnxruntime; raise ValidationError listing every mismatch."""
     sess = session(path)
@@ -100,16 +115,7 @@ def validate_graph(spec: GraphSpec, model, path: Path) -> list[OutputCheck]:
         expected = graph_reference(spec.input_names, model, inputs)
         got = sess.run(None, {n: t.numpy() for n, t in zip(spec.input_names, inputs)})
         for name, want, have in zip(spec.output_names, expected, got):
-            want = want.float().numpy()
-            if want.shape != have.shape:
-                failures.append(f"[{label}] {name}: shape {list(have.shape)} != stock model {list(want.shape)}")
-                continue
-            diff = float(np.abs(want - have.astype(np.float32)).max()) if want.size else 0.0
-            tol = ABS_TOLERANCE.get(name, DEFAULT_ABS_TOLERANCE) + REL_TOLERANCE * float(np.abs(want).max() if want.size else 0)
-            ok = bool(np.isfinite(have).all()) and diff <= tol
-            checks.append(OutputCheck(label, name, list(have.shape), diff, tol, ok))
-            if not ok:
-                failures.append(f"[{label}] {name}: max abs diff {diff:.3g} > tolerance {tol:.3g}")
+            compare_output(label, name, want, have, checks, failures)
     worst = {}
     for c in checks:
         worst[c.output] = max(worst.get(c.output, 0.0), c.max_abs_diff)
@@ -124,24 +130,14 @@ def validate_pixels(model, path: Path, pixels) -> list[OutputCheck]:
     """The encoder graph with its pixel preparation (export/pixel_graph.py) against `distilvit.pixels.model_pixels`
     + the stock feature path, on raw images of 1 to 4 channels, up- and downscaled (`pixels`: a PixelPreparer)."""
     from distilvit.export.pixel_graph import raw_cases
-    from distilvit.pixels import model_pixels
 
     sess = session(path)
     output = sess.get_outputs()[0].name
     checks, failures = [], []
     for label, raw in raw_cases(pixels.size, torch.Generator().manual_seed(2)):
-        want = graph_reference([C.PIXEL_VALUES], model, (model_pixels(raw, pixels.size, pixels.mean, pixels.std),))[0]
-        want = want.float().numpy()
+        want = graph_reference([C.PIXEL_VALUES], model, (pixels.prepare_raw(raw),))[0]
         have = sess.run(None, {C.PIXEL_VALUES: raw.numpy()})[0]
-        if want.shape != have.shape:
-            failures.append(f"[raw {label}] {output}: shape {list(have.shape)} != stock model {list(want.shape)}")
-            continue
-        diff = float(np.abs(want - have.astype(np.float32)).max())
-        tol = DEFAULT_ABS_TOLERANCE + REL_TOLERANCE * float(np.abs(want).max())
-        ok = bool(np.isfinite(have).all()) and diff <= tol
-        checks.append(OutputCheck(f"raw {label}", output, list(have.shape), diff, tol, ok))
-        if not ok:
-            failures.append(f"[raw {label}] {output}: max abs diff {diff:.3g} > tolerance {tol:.3g}")
+        compare_output(f"raw {label}", output, want, have, checks, failures)
     log.info("  pixel preparation + encoder %s: max abs diff %.2e over %d raw images", output,
              max((c.max_abs_diff for c in checks), default=0.0), len(checks))
     if failures:

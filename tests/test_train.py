@@ -126,24 +126,31 @@ class StopAt(TrainerCallback):
             raise KeyboardInterrupt("simulated stop")
 
 
+def stop_training_at(monkeypatch, config, step: int) -> None:
+    """Train `config` until `step`, then stop it as Ctrl+C would (a KeyboardInterrupt out of the Trainer)."""
+    import distilvit.train as train_module
+
+    original = train_module.CaptionTrainer.__init__
+
+    def with_stop(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.add_callback(StopAt(step))
+
+    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", with_stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    finally:
+        monkeypatch.setattr(train_module.CaptionTrainer, "__init__", original)
+
+
 def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
     """A run stopped after step 4 (checkpoint at 3) and resumed equals a run that never stopped."""
     straight = tmp_path / "straight"
     train(short_config(straight))
 
-    import distilvit.train as train_module
-
     stopped = tmp_path / "stopped"
-    original = train_module.CaptionTrainer.__init__
-
-    def with_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add_callback(StopAt(4))
-
-    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", with_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(short_config(stopped))
-    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", original)
+    stop_training_at(monkeypatch, short_config(stopped), 4)
     assert (stopped / "checkpoints/checkpoint-3").is_dir() and not (stopped / "merged").exists()
 
     with pytest.raises(UserError, match="unfinished run; pass --resume"):
@@ -163,16 +170,7 @@ def test_checkpoints_every_save_steps_and_resume_skips_an_incomplete_one(tmp_pat
     import distilvit.train as train_module
 
     out = tmp_path / "run"
-    original = train_module.CaptionTrainer.__init__
-
-    def with_stop(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        self.add_callback(StopAt(5))
-
-    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", with_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(short_config(out, save_steps=2, save_total_limit=10))
-    monkeypatch.setattr(train_module.CaptionTrainer, "__init__", original)
+    stop_training_at(monkeypatch, short_config(out, save_steps=2, save_total_limit=10), 5)
     saved = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
     assert saved == [2, 3, 4], saved
     weights = out / "checkpoints/checkpoint-4/adapter_model.safetensors"

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DATA_SUFFIXES = (".parquet", ".arrow", ".csv", ".json", ".jsonl", ".tsv")  # not .txt: notes are no data
+TEXT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
 try:
     from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
@@ -114,10 +115,15 @@ def _read_saved(folder: Path, spec: str) -> dict[str, list[datasets.Dataset]]:
     return parts
 
 
+def _text_files(folder: Path) -> list[Path]:
+    return [p for p in _visible_files(folder) if p.name in METADATA_FILES or p.suffix.lower() in TEXT_SUFFIXES]
+
+
 def _read_imagefolder(folder: Path, spec: str, cache_dir: str | None) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset("imagefolder", data_dir=str(folder), cache_dir=cache_dir)
     except Exception as exc:  # malformed metadata, missing files, mixed column types
+        check_utf8(_text_files(folder), spec)  # an encoding problem is named as such (only read on failure)
         raise UserError(f"could not read dataset folder {str(folder)!r} ({type(exc).__name__}: {exc}); "
                         "check that metadata.jsonl / metadata.csv has file_name and caption for each image, and "
                         "that in metadata.jsonl caption is a string in every line or a list in every line") from exc
@@ -131,8 +137,6 @@ def read_folder(folder: Path, spec: str, cache_dir: str | None = None) -> dict[s
     files = _visible_files(folder)
     check_inside(folder, files, spec)
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-    check_utf8([p for p in files if p.name in METADATA_FILES or p.suffix.lower() in (".csv", ".tsv", ".json", ".jsonl")],
-               spec)
     has_metadata = any(p.name in METADATA_FILES for p in files)
     data_files = [p for p in files if p.suffix.lower() in DATA_SUFFIXES and p.name not in METADATA_FILES]
     if images and has_metadata:
@@ -152,6 +156,7 @@ def read_folder(folder: Path, spec: str, cache_dir: str | None = None) -> dict[s
     try:
         dd = datasets.load_dataset(str(folder), cache_dir=cache_dir)
     except Exception as exc:
+        check_utf8(_text_files(folder), spec)
         raise UserError(f"could not read dataset {spec!r} from {folder} ({type(exc).__name__}: "
                         f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
                         "its data files do not form a dataset datasets.load_dataset can read") from exc
