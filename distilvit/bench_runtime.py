@@ -216,14 +216,19 @@ def bench_onnxruntime(export_dir: Path, dtype: str, pixel_values: np.ndarray, to
     return {**_median(runs), "peak_mib": memory.mib}
 
 
+def median_run(caption_ms: list[float], first_token_ms: list[float], tokens: int) -> dict:
+    """The run with the median caption time, whole (its own first token): medians taken figure by figure can put
+    the first token after the whole caption. The per-token time is the rest of that caption over `tokens` - 1."""
+    total, first = sorted(zip(caption_ms, first_token_ms))[(len(caption_ms) - 1) // 2]
+    return {"first_token_ms": first, "per_token_ms": (total - first) / max(tokens - 1, 1), "total_ms": total}
+
+
 def bench_transformers_js(export_dir: Path, dtype: str, image: Path, tokens: int, repeats: int) -> dict:
     from distilvit import node_runtime
 
     out = node_runtime.run_script("bench.mjs", {"model_dir": str(Path(export_dir).resolve()), "dtype": dtype,
                                                 "image": str(Path(image).resolve()), "tokens": tokens, "repeats": repeats})
-    total, first = out["median_caption_ms"], out["median_first_token_ms"]
-    return {"first_token_ms": first, "per_token_ms": (total - first) / max(tokens - 1, 1), "total_ms": total,
-            "peak_mib": out["peak_mib"]}
+    return {**median_run(out["caption_ms"], out["first_token_ms"], tokens), "peak_mib": out["peak_mib"]}
 
 
 MIX = {"encoder_model": "q8", "decoder_model_merged": "q4"}  # vision=q8,decoder=q4: the smallest fast-encoder mix
@@ -234,10 +239,7 @@ def bench_chromium(export_dir: Path, dtype, image: Path, tokens: int, repeats: i
     from distilvit.browser_runtime import run_bench as run_in_chromium
 
     out = run_in_chromium(export_dir, dtype, image, tokens, repeats, threads)
-    # the median run, whole: medians taken figure by figure can put the first token after the whole caption
-    runs = sorted(zip(out["caption_ms"], out["first_token_ms"]))
-    total, first = runs[(len(runs) - 1) // 2]
-    return {"first_token_ms": first, "per_token_ms": (total - first) / max(tokens - 1, 1), "total_ms": total,
+    return {**median_run(out["caption_ms"], out["first_token_ms"], tokens),
             "load_ms": out["load_ms"], "first_caption_ms": out["warmup_ms"], "threads": threads}
 
 
@@ -260,24 +262,52 @@ def needs_export(export_dir: Path) -> bool:
     return False
 
 
-def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
-              js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None) -> dict:
-    """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
-    and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
-    (default: 1 and every core); an empty tuple leaves the browser out."""
-    from PIL import Image
-
+def prepare_realsize(merged: Path, export_dir: Path, quantize: str, vision: dict | None = None) -> None:
+    """Build the real-size model in `merged` and export it to `export_dir`, each reused when already there (the
+    export only when this exporter code made it)."""
     from distilvit.export.exporter import export_model
     from distilvit.realsize import save_realsize_merged
 
-    workdir = Path(workdir)
-    merged, export_dir = workdir / "realsize-merged", workdir / "realsize-export"
     if not (merged / "config.json").is_file():
         log.info("building the real-size architecture with random weights in %s", merged)
-        save_realsize_merged(merged)
+        save_realsize_merged(merged, vision=vision)
     if needs_export(export_dir):
-        log.info("exporting it (fp32, fp16, q8, q4) to %s", export_dir)
-        export_model(merged, export_dir, quantize="fp16,q8,q4", agreement_images=0, overwrite=True)
+        log.info("exporting it (fp32, %s) to %s", quantize, export_dir)
+        export_model(merged, export_dir, quantize=quantize, agreement_images=0, overwrite=True)
+
+
+def bench_fewer_tokens(workdir: Path, pixels: np.ndarray, image: Path, tokens: int, repeats: int, threads: int,
+                       browser: bool) -> dict:
+    """The real-size model with a 64-token vision tower (`realsize.FEWER_TOKENS`, SigLIP 2 B/32-256's shape),
+    q8 in onnxruntime and, when `browser`, in Chromium WebAssembly with `threads` threads."""
+    from transformers import AutoConfig
+
+    from distilvit.realsize import FEWER_TOKENS
+
+    merged, export_dir = workdir / "realsize-64-merged", workdir / "realsize-64-export"
+    prepare_realsize(merged, export_dir, "q8", vision=FEWER_TOKENS)
+    config = AutoConfig.from_pretrained(merged)
+    rows = [{"runtime": "onnxruntime", "dtype": "q8", **isolated(bench_onnxruntime, export_dir, "q8", pixels, tokens, repeats)}]
+    if browser:
+        log.info("Chromium WASM q8, %d thread(s), %d image tokens", threads, config.image_seq_length)
+        rows.append({"runtime": f"Chromium WASM, {threads} thread{'s' if threads > 1 else ''}", "dtype": "q8",
+                     **bench_chromium(export_dir, "q8", image, tokens, repeats, threads)})
+    return {"image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
+            "patch_size": config.vision_config.patch_size, "flops": model_flops(config), "results": rows}
+
+
+def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
+              js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None,
+              fewer_tokens: bool = True) -> dict:
+    """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
+    and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
+    (default: 1 and every core); an empty tuple leaves the browser out. `fewer_tokens` also measures q8 with a
+    64-token vision tower (`bench_fewer_tokens`; in the browser with every core when the browser runs)."""
+    from PIL import Image
+
+    workdir = Path(workdir)
+    merged, export_dir = workdir / "realsize-merged", workdir / "realsize-export"
+    prepare_realsize(merged, export_dir, "fp16,q8,q4")
     if browser_dtypes:
         from distilvit.browser_runtime import find_chromium
 
@@ -292,7 +322,8 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
 
     pixels = raw_tensor(decode_rgba(image_path)).numpy()  # [1, 4, 224, 224]: what the encoder graph takes
     floor = measure_floor()
-    flops = model_flops(AutoConfig.from_pretrained(merged))
+    config = AutoConfig.from_pretrained(merged)
+    flops = model_flops(config)
     results = []
     log.info("PyTorch eager fp32")
     results.append({"runtime": "PyTorch eager", "dtype": "fp32",
@@ -312,6 +343,10 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
             label = "vision=q8,decoder=q4" if dtype == "mix" else dtype
             results.append({"runtime": f"Chromium WASM, {n} thread{'s' if n > 1 else ''}", "dtype": label,
                             **bench_chromium(export_dir, MIX if dtype == "mix" else dtype, image_path, tokens, repeats, n)})
+    fewer = None
+    if fewer_tokens:
+        log.info("q8 with a 64-token vision tower")
+        fewer = bench_fewer_tokens(workdir, pixels, image_path, tokens, repeats, max(threads), bool(browser_dtypes))
     sizes = {}
     for dtype in ("fp32",) + tuple(ort_dtypes):
         sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}
@@ -320,4 +355,6 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     from distilvit.provenance import stamp
 
     return {"tokens": tokens, "repeats": repeats, "machine": floor, "flops": flops, "floor": floors,
-            "sizes_bytes": sizes, "results": results, **stamp()}
+            "image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
+            "patch_size": config.vision_config.patch_size,
+            "sizes_bytes": sizes, "results": results, "fewer_tokens": fewer, **stamp()}

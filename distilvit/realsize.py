@@ -13,7 +13,12 @@ not SmolLM's.
 
 `write_encoder_repo` / `write_decoder_repo` write folders shaped like the two Hub repositories (real config files,
 random weights of the real size and dtype, the stand-in tokenizer): the benchmarks and the offline replicas of
-the Hub (tests) use them. This module knows nothing about training, datasets or export.
+the Hub (tests) use them.
+
+`FEWER_TOKENS` is the one typed shape: SigLIP-base's real config with 256 px images in 32 px patches, i.e. 64 image
+tokens instead of 196, the shape of google/siglip2-base-patch32-256 (SigLIP 2's fixed-resolution checkpoints load
+with the SigLIP classes, model_type "siglip"; their config files are not in hub_configs). The benchmarks use it to
+measure what fewer image tokens buy. This module knows nothing about training, datasets or export.
 """
 
 from __future__ import annotations
@@ -57,8 +62,18 @@ def config_folder(repo_id: str) -> Path:
     return folder
 
 
-def siglip_config() -> SiglipConfig:
-    return SiglipConfig.from_pretrained(config_folder(ENCODER_ID))
+# The vision shape of google/siglip2-base-patch32-256 over SigLIP-base/16-224's (see the module docstring).
+FEWER_TOKENS = {"image_size": 256, "patch_size": 32}
+
+
+def siglip_config(vision: dict | None = None) -> SiglipConfig:
+    """SigLIP-base/16's real config; `vision` replaces vision-tower fields (e.g. `FEWER_TOKENS`)."""
+    config = SiglipConfig.from_pretrained(config_folder(ENCODER_ID))
+    for name, value in (vision or {}).items():
+        if not hasattr(config.vision_config, name):
+            raise ValueError(f"SiglipVisionConfig has no field {name!r}")
+        setattr(config.vision_config, name, value)
+    return config
 
 
 def vision_config() -> SiglipVisionConfig:
@@ -118,14 +133,23 @@ def _copy_config_files(repo_id: str, names: tuple[str, ...], folder: Path) -> No
         shutil.copyfile(source / name, folder / name)
 
 
-def write_encoder_repo(folder: Path, seed: int = 0) -> Path:
+def write_encoder_repo(folder: Path, seed: int = 0, vision: dict | None = None) -> Path:
     """A folder shaped like google/siglip-base-patch16-224: its config files byte for byte and a full
-    SiglipModel (vision and text towers, float32 as there) with random weights in model.safetensors."""
+    SiglipModel (vision and text towers, float32 as there) with random weights in model.safetensors.
+
+    With `vision` (fields of the vision tower, e.g. `FEWER_TOKENS`) the config files are save_pretrained's and
+    the image processor's size follows the new image size: a variant of that repository, not a copy of one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    SiglipModel(siglip_config()).save_pretrained(folder)
-    _copy_config_files(ENCODER_ID, ENCODER_FILES, folder)  # the real files, not save_pretrained's rewrite
+    config = siglip_config(vision)
+    SiglipModel(config).save_pretrained(folder)
+    if vision:
+        processor = image_processor()
+        processor.size = {"height": config.vision_config.image_size, "width": config.vision_config.image_size}
+        processor.save_pretrained(folder)
+    else:
+        _copy_config_files(ENCODER_ID, ENCODER_FILES, folder)  # the real files, not save_pretrained's rewrite
     return folder
 
 
@@ -141,20 +165,21 @@ def write_decoder_repo(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def build_realsize_models(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+def build_realsize_models(folder: Path, seed: int = 0, vision: dict | None = None) -> tuple[Path, Path]:
     """Write `folder/encoder` and `folder/decoder` (random weights, real shapes and files); return both paths."""
     folder = Path(folder)
-    return write_encoder_repo(folder / "encoder", seed), write_decoder_repo(folder / "decoder", seed)
+    return write_encoder_repo(folder / "encoder", seed, vision), write_decoder_repo(folder / "decoder", seed)
 
 
-def save_realsize_merged(folder: Path, seed: int = 0) -> Path:
+def save_realsize_merged(folder: Path, seed: int = 0, vision: dict | None = None) -> Path:
     """A merged-model folder (what `train` writes to merged/) of the real-size architecture with random
-    weights: the input `distilvit-web export` and the benchmarks use. Returns `folder`."""
+    weights: the input `distilvit-web export` and the benchmarks use. `vision` as in `write_encoder_repo`.
+    Returns `folder`."""
     from distilvit.model import build_captioner
 
     folder = Path(folder)
     bases = folder.parent / f".{folder.name}-bases"
-    encoder, decoder = build_realsize_models(bases, seed)
+    encoder, decoder = build_realsize_models(bases, seed, vision)
     model, processor = build_captioner(str(encoder), str(decoder))
     model.generation_config.max_new_tokens = 30
     model.save_pretrained(folder)

@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from distilvit import bench_report
-from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, model_flops, needs_export,
-                                     stage_floors)
+from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, median_run, model_flops,
+                                     needs_export, stage_floors)
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest
 from distilvit.pixels import PixelPreparer
@@ -49,16 +49,43 @@ def test_runtimes_report_stages_and_memory(short_run, tmp_path):
         assert times["total_ms"] >= times["encoder_ms"] + times["prefill_ms"] > 0
         assert times["peak_mib"] >= 0
 
+    n = model.config.image_seq_length
     report = {"tokens": 4, "repeats": 2, "machine": measure_floor(2), "flops": model_flops(model.config),
               "floor": stage_floors(model_flops(model.config), measure_floor(2), {"fp32": 0.1}),
               "sizes_bytes": {"fp32": {"encoder_model": 1, "decoder_model_merged": 2}},
               "results": [{"runtime": "PyTorch eager", "dtype": "fp32", **torch_times},
                           {"runtime": "onnxruntime", "dtype": "fp32", **ort_times}],
-              "platform": "test", "created": "now"}
+              "platform": "test", "created": "now", "image_tokens": n, "image_size": 64, "patch_size": 8}
     text = bench_report.markdown(report, "plot.png")
-    assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text
+    assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text and "Fewer image tokens" not in text
+    # a fewer-token variant's row is printed beside the default's row of the same runtime and dtype
+    halved = {**ort_times, "total_ms": ort_times["total_ms"] / 2}
+    report["fewer_tokens"] = {"image_tokens": n // 4, "image_size": 64, "patch_size": 16, "flops": model_flops(model.config),
+                              "results": [{"runtime": "onnxruntime", "dtype": "fp32", **halved}]}
+    section = bench_report.markdown(report, None).split("Fewer image tokens")[1].split("The floor")[0]
+    assert f"| onnxruntime | {n} |" in section and section.rstrip().endswith("| 0.50 |")
+    assert f"| onnxruntime | {n // 4} |" in section and "| 1.00 |" in section
     bench_report.plot(report, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_the_median_run_is_reported_whole():
+    """Caption and first-token times come from the same run: the median caption and its own first token (the
+    medians of each figure alone would pair caption 500 with first token 30, from another run)."""
+    row = median_run([900.0, 300.0, 500.0], [30.0, 80.0, 20.0], tokens=5)
+    assert (row["total_ms"], row["first_token_ms"]) == (500.0, 20.0)
+    assert row["per_token_ms"] == pytest.approx((500.0 - 20.0) / 4)
+
+
+def test_fewer_tokens_shape_has_64_image_tokens():
+    from distilvit.model import num_image_tokens
+    from distilvit.realsize import FEWER_TOKENS, siglip_config
+
+    assert num_image_tokens(siglip_config().vision_config) == 196
+    vision = siglip_config(FEWER_TOKENS).vision_config
+    assert num_image_tokens(vision) == 64 and vision.hidden_size == siglip_config().vision_config.hidden_size
+    with pytest.raises(ValueError, match="no field"):
+        siglip_config({"image_sizes": 256})
 
 
 def test_peak_memory_sees_an_allocation():

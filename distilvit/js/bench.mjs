@@ -1,7 +1,8 @@
 // Time captions with stock transformers.js in Node: a fixed number of generated tokens (EOS ignored through
-// min_new_tokens), median over repeats, and the same with one token (vision encoder + prefill only).
+// min_new_tokens), each repeat followed by the same with one token (vision encoder + prefill only); the caller
+// picks the median run (distilvit.bench_runtime.median_run).
 // Input (stdin, JSON): {model_dir, dtype, image, tokens, repeats}
-// Output (stdout, JSON): {load_ms, caption_ms: [...], first_token_ms: [...], median_caption_ms, median_first_token_ms,
+// Output (stdout, JSON): {load_ms, caption_ms: [...], first_token_ms: [...],
 //                         peak_mib (resident memory added since before the model loaded, sampled after each caption)}
 import { readFileSync } from 'node:fs';
 import { pipeline } from '@huggingface/transformers';
@@ -13,7 +14,6 @@ let peakRss = startRss;
 const started = performance.now();
 const captioner = await pipeline('image-to-text', useLocalModel(request.model_dir), { dtype: request.dtype, device: 'cpu' });
 const loadMs = performance.now() - started;
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const time = async (tokens) => {
   const t0 = performance.now();
   await captioner(request.image, { max_new_tokens: tokens, min_new_tokens: tokens });
@@ -27,4 +27,4 @@ for (let i = 0; i < request.repeats; i++) {
   first.push(await time(1));
 }
 process.stdout.write(JSON.stringify({ load_ms: loadMs, caption_ms: caption, first_token_ms: first,
-  median_caption_ms: median(caption), median_first_token_ms: median(first), peak_mib: (peakRss - startRss) / 2 ** 20 }));
+  peak_mib: (peakRss - startRss) / 2 ** 20 }));
