@@ -43,7 +43,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
         for r in browser:
             lines.append(f"| {r['dtype']} | {r['threads']} | {r['load_ms'] / 1000:.1f} | {_ms(r['first_caption_ms'])} | "
                          f"{_ms(r['total_ms'])} | {_ms(r['first_token_ms'])} | {_ms(r['per_token_ms'])} |")
-    lines += fewer_tokens_section(report)
+    lines += variants_section(report)
     lines += ["", "The floor on this machine (a stage cannot be faster than this; q8/int8/uint8 compute with int8 GEMMs, "
               "every other dtype in fp32):", "", "| stage | dtype | floor | from |", "|---|---|---|---|"]
     for stage, label in (("encoder_ms", "vision encoder"), ("prefill_ms", "prefill")):
@@ -74,30 +74,35 @@ def markdown(report: dict, plot_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fewer_tokens_section(report: dict) -> list[str]:
-    """Rows of the 64-token vision tower beside the default's row of the same runtime (q8), when measured."""
-    fewer = report.get("fewer_tokens")
-    if not fewer:
+def variants_section(report: dict) -> list[str]:
+    """Each other architecture measured in the run (`report["variants"]`: a 64-token vision tower, the peer),
+    row by row beside the default's row of the same runtime and dtype."""
+    variants = report.get("variants") or []
+    if not variants:
         return []
+    lines = ["", "Other architectures, measured in the same run, each row beside ours (the default: "
+             f"{report['image_tokens']} image tokens, {report['image_size']} px in {report['patch_size']} px patches). "
+             "Every prefix token costs in the vision encoder, in the prefill and, through the key/value cache each "
+             "step carries, in every generated token:", ""]
+    for v in variants:
+        lines.append(f"- **{v['name']}**: {v['description']}")
+    lines += ["", "| model | runtime | dtype | image tokens | encoder GFLOP | prefill GFLOP | first token ms | per token ms | caption ms | x ours |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def shape(r: dict) -> str:
-        return f"{r['image_size']} px / {r['patch_size']} px patches"
+    def gflop(flops, key):
+        return f"{flops[key] / 1e9:.1f}" if flops else "-"
 
-    lines = ["", f"Fewer image tokens: the same language model behind a {fewer['image_tokens']}-token vision tower "
-             f"({shape(fewer)}, the shape of google/siglip2-base-patch32-256) instead of {report['image_tokens']} "
-             f"({shape(report)}), q8, measured in the same run. Every prefix token costs in the vision encoder, the "
-             "prefill and, through the key/value cache each step carries, every generated token:", "",
-             "| runtime | image tokens | encoder GFLOP | prefill GFLOP | first token ms | per token ms | caption ms | x default |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in fewer["results"]:
-        default = next((r for r in report["results"] if r["runtime"] == row["runtime"] and r["dtype"] == row["dtype"]), None)
-        for r, tokens, flops in ((default, report["image_tokens"], report["flops"]), (row, fewer["image_tokens"], fewer["flops"])):
-            if r is None:
-                continue
-            first = r.get("first_token_ms") or (r.get("encoder_ms", 0) + r.get("prefill_ms", 0))
-            ratio = f"{r['total_ms'] / default['total_ms']:.2f}" if default else "-"
-            lines.append(f"| {r['runtime']} | {tokens} | {flops['encoder'] / 1e9:.1f} | {flops['prefill'] / 1e9:.1f} | "
-                         f"{_ms(first)} | {_ms(r.get('per_token_ms'))} | {_ms(r['total_ms'])} | {ratio} |")
+    for v in variants:
+        for row in v["results"]:
+            ours = next((r for r in report["results"] if r["runtime"] == row["runtime"] and r["dtype"] == row["dtype"]), None)
+            pairs = ([("ours", ours, report["image_tokens"], report["flops"])] if ours else []) + \
+                    [(v["name"], row, v["image_tokens"], v.get("flops"))]
+            for name, r, tokens, flops in pairs:
+                first = r.get("first_token_ms") or (r.get("encoder_ms", 0) + r.get("prefill_ms", 0))
+                ratio = f"{r['total_ms'] / ours['total_ms']:.2f}" if ours else "-"
+                lines.append(f"| {name} | {r['runtime']} | {r['dtype']} | {tokens} | {gflop(flops, 'encoder')} | "
+                             f"{gflop(flops, 'prefill')} | {_ms(first)} | {_ms(r.get('per_token_ms'))} | "
+                             f"{_ms(r['total_ms'])} | {ratio} |")
     return lines
 
 

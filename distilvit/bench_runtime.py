@@ -292,17 +292,68 @@ def bench_fewer_tokens(workdir: Path, pixels: np.ndarray, image: Path, tokens: i
         log.info("Chromium WASM q8, %d thread(s), %d image tokens", threads, config.image_seq_length)
         rows.append({"runtime": f"Chromium WASM, {threads} thread{'s' if threads > 1 else ''}", "dtype": "q8",
                      **bench_chromium(export_dir, "q8", image, tokens, repeats, threads)})
-    return {"image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
-            "patch_size": config.vision_config.patch_size, "flops": model_flops(config), "results": rows}
+    v = config.vision_config
+    return {"name": f"{config.image_seq_length} image tokens", "image_tokens": config.image_seq_length,
+            "description": f"our model with a {v.image_size} px vision tower in {v.patch_size} px patches (the shape of "
+                           "google/siglip2-base-patch32-256; `train --encoder-model google/siglip2-base-patch32-256`)",
+            "flops": model_flops(config), "results": rows}
+
+
+def peer_needs_export(export_dir: Path) -> bool:
+    """True unless `export_dir` holds a peer export made by this checkout's distilvit/peer.py."""
+    config = Path(export_dir) / C.EXPORT_CONFIG
+    return not config.is_file() or json.loads(config.read_text()).get("peer_digest") != peer_digest()
+
+
+def peer_digest() -> str:
+    import hashlib
+
+    from distilvit import peer
+
+    return hashlib.sha256(Path(peer.__file__).read_bytes()).hexdigest()
+
+
+def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: list[int], browser: bool) -> dict:
+    """The peer (distilvit/peer.py: ViT-base/16 + GPT-2, transformers.js' default image-to-text architecture), q8,
+    in stock transformers.js in Node and, when `browser`, in Chromium WebAssembly with each of `threads`."""
+    import shutil
+
+    from distilvit import peer
+
+    export_dir = workdir / "peer-export"
+    if peer_needs_export(export_dir):
+        log.info("building and exporting the peer (%s, random weights) to %s", peer.NAME, export_dir)
+        shutil.rmtree(export_dir, ignore_errors=True)
+        model = peer.build_peer()
+        peer.write_peer(export_dir, model)
+        info = json.loads((export_dir / C.EXPORT_CONFIG).read_text())
+        (export_dir / C.EXPORT_CONFIG).write_text(json.dumps({**info, "peer_digest": peer_digest()}, indent=2) + "\n")
+    log.info("peer: transformers.js q8")
+    rows = [{"runtime": "transformers.js", "dtype": "q8", **bench_transformers_js(export_dir, "q8", image, tokens, repeats)}]
+    for n in threads if browser else ():
+        log.info("peer: Chromium WASM q8, %d thread(s)", n)
+        rows.append({"runtime": f"Chromium WASM, {n} thread{'s' if n > 1 else ''}", "dtype": "q8",
+                     **bench_chromium(export_dir, "q8", image, tokens, repeats, n)})
+    size = sum((export_dir / C.onnx_file(g, "q8")).stat().st_size for g in peer.GRAPHS)
+    config = json.loads((export_dir / "config.json").read_text())
+    return {"name": peer.NAME, "image_tokens": peer.image_tokens(config),
+            "description": "the architecture of nlpconnect/vit-gpt2-image-captioning (Xenova/vit-gpt2-image-captioning, "
+                           "transformers.js' default image-to-text model), random weights, exported by "
+                           f"distilvit/peer.py, q8 files {size / 1e6:.0f} MB. Its decoder computes every layer's "
+                           "cross-attention keys and values from the image tokens again at each step "
+                           f"({peer.cross_kv_flops(config) / 1e9:.1f} GFLOP per generated token): transformers.js' "
+                           "cache for this model holds self-attention only",
+            "flops": None, "results": rows}
 
 
 def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
               js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None,
-              fewer_tokens: bool = True) -> dict:
+              fewer_tokens: bool = True, peer: bool = True) -> dict:
     """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
     and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
     (default: 1 and every core); an empty tuple leaves the browser out. `fewer_tokens` also measures q8 with a
-    64-token vision tower (`bench_fewer_tokens`; in the browser with every core when the browser runs)."""
+    64-token vision tower (`bench_fewer_tokens`; in the browser with every core when the browser runs); `peer`
+    the peer architecture (`bench_peer`)."""
     from PIL import Image
 
     workdir = Path(workdir)
@@ -343,10 +394,12 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
             label = "vision=q8,decoder=q4" if dtype == "mix" else dtype
             results.append({"runtime": f"Chromium WASM, {n} thread{'s' if n > 1 else ''}", "dtype": label,
                             **bench_chromium(export_dir, MIX if dtype == "mix" else dtype, image_path, tokens, repeats, n)})
-    fewer = None
+    variants = []
     if fewer_tokens:
         log.info("q8 with a 64-token vision tower")
-        fewer = bench_fewer_tokens(workdir, pixels, image_path, tokens, repeats, max(threads), bool(browser_dtypes))
+        variants.append(bench_fewer_tokens(workdir, pixels, image_path, tokens, repeats, max(threads), bool(browser_dtypes)))
+    if peer:
+        variants.append(bench_peer(workdir, image_path, tokens, repeats, threads, bool(browser_dtypes)))
     sizes = {}
     for dtype in ("fp32",) + tuple(ort_dtypes):
         sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}
@@ -357,4 +410,4 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     return {"tokens": tokens, "repeats": repeats, "machine": floor, "flops": flops, "floor": floors,
             "image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
             "patch_size": config.vision_config.patch_size,
-            "sizes_bytes": sizes, "results": results, "fewer_tokens": fewer, **stamp()}
+            "sizes_bytes": sizes, "results": results, "variants": variants, **stamp()}

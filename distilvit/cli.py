@@ -346,6 +346,7 @@ def bench(
     repeats: int = typer.Option(3, min=1, help="Timed captions per runtime (median reported), after one warm-up."),
     output: Path = typer.Option(Path("docs/benchmarks.md"), help="The Markdown report; the plot and the JSON go beside it."),
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time stock transformers.js in Chromium WebAssembly (q8, q4, vision=q8,decoder=q4; 1 thread and every core). Needs Chromium and playwright."),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="Also time the peer: ViT-base/16 + GPT-2 (transformers.js' default image-to-text architecture), random weights, q8, in transformers.js (Node) and, with --browser, Chromium on 1 thread and every core."),
     fewer_tokens: bool = typer.Option(True, "--fewer-tokens/--no-fewer-tokens", help="Also time q8 with a 64-token vision tower (256 px, 32 px patches: google/siglip2-base-patch32-256's shape) in onnxruntime and, with --browser, Chromium on every core: what fewer image tokens buy."),
 ):
     if ctx.invoked_subcommand is not None:
@@ -356,7 +357,7 @@ def bench(
 
     Path(workdir).mkdir(parents=True, exist_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)  # docs/ need not exist where an installed toolkit runs
-    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens)
+    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens, peer=peer)
     plot = output.with_suffix(".png")
     bench_report.plot(report, plot)
     output.write_text(bench_report.markdown(report, plot.name))

@@ -57,14 +57,20 @@ def test_runtimes_report_stages_and_memory(short_run, tmp_path):
                           {"runtime": "onnxruntime", "dtype": "fp32", **ort_times}],
               "platform": "test", "created": "now", "image_tokens": n, "image_size": 64, "patch_size": 8}
     text = bench_report.markdown(report, "plot.png")
-    assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text and "Fewer image tokens" not in text
-    # a fewer-token variant's row is printed beside the default's row of the same runtime and dtype
+    assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text and "Other architectures" not in text
+    # another architecture's row is printed beside ours of the same runtime and dtype, with its ratio to ours
     halved = {**ort_times, "total_ms": ort_times["total_ms"] / 2}
-    report["fewer_tokens"] = {"image_tokens": n // 4, "image_size": 64, "patch_size": 16, "flops": model_flops(model.config),
-                              "results": [{"runtime": "onnxruntime", "dtype": "fp32", **halved}]}
-    section = bench_report.markdown(report, None).split("Fewer image tokens")[1].split("The floor")[0]
-    assert f"| onnxruntime | {n} |" in section and section.rstrip().endswith("| 0.50 |")
-    assert f"| onnxruntime | {n // 4} |" in section and "| 1.00 |" in section
+    report["variants"] = [{"name": "fewer", "description": "a quarter of the tokens", "image_tokens": n // 4,
+                           "flops": model_flops(model.config), "results": [{"runtime": "onnxruntime", "dtype": "fp32", **halved}]},
+                          {"name": "peer", "description": "another model", "image_tokens": 7, "flops": None,
+                           "results": [{"runtime": "Chromium WASM, 2 threads", "dtype": "q8", "total_ms": 9.0,
+                                        "first_token_ms": 3.0, "per_token_ms": 2.0}]}]
+    section = bench_report.markdown(report, None).split("Other architectures")[1].split("The floor")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[0].startswith(f"| ours | onnxruntime | fp32 | {n} |") and rows[0].endswith("| 1.00 |")
+    assert rows[1].startswith(f"| fewer | onnxruntime | fp32 | {n // 4} |") and rows[1].endswith("| 0.50 |")
+    assert rows[2].startswith("| peer | Chromium WASM, 2 threads | q8 | 7 | - | - |") and rows[2].endswith("| - |")
+    assert "**peer**: another model" in section
     bench_report.plot(report, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
