@@ -94,7 +94,9 @@ def variants_section(report: dict) -> list[str]:
 
     for v in variants:
         for row in v["results"]:
-            ours = next((r for r in report["results"] if r["runtime"] == row["runtime"] and r["dtype"] == row["dtype"]), None)
+            # ours timed in turns with the variant when it was (its `paired` rows), else ours from the main table
+            candidates = list(v.get("paired") or []) + report["results"]
+            ours = next((r for r in candidates if r["runtime"] == row["runtime"] and r["dtype"] == row["dtype"]), None)
             pairs = ([("ours", ours, report["image_tokens"], report["flops"])] if ours else []) + \
                     [(v["name"], row, v["image_tokens"], v.get("flops"))]
             for name, r, tokens, flops in pairs:

@@ -12,6 +12,11 @@ cache (`$HF_HOME/hub/<type>s--<org>--<name>/{blobs,refs/main,snapshots/<rev>}`) 
 - Mozilla/coco-gpt4o: the 39-byte README, dataset_dict.json, split folders of save_to_disk shards with
   dataset_info.json and state.json; train has one shard with `alt_text` a string and `image_id` int64 and one with
   `alt_text` a list of strings and `image_id` int32 (the disagreement that breaks `load_dataset`); PNG images.
+- google/siglip2-base-patch32-256 (the smollm-135m-fast preset's encoder): config.json and preprocessor_config.json
+  INFERRED from the mirrored files of its sibling google/siglip2-base-patch16-512 (model_type "siglip", a sparse
+  vision_config naming image_size; text_config vocab 256000; SiglipImageProcessor, mean/std 0.5, resample 2), with
+  this model's 256 px and 32 px patches; random weights of the vision tower only (what `SiglipVisionModel` reads:
+  the same `vision_model.*` names as the full checkpoint, whose 256k-token text tower nothing here loads).
 Images are crops of real photographs (scikit-learn's sample JPEGs), in several sizes and modes. The numbers of
 rows are small; everything else is the real layout.
 """
@@ -139,6 +144,30 @@ def write_model_repos(hf_home: Path, seed: int = 0) -> None:
     with tempfile.TemporaryDirectory(dir=hf_home) as tmp:
         cache_repo(hf_home, "model", ENCODER_ID, write_encoder_repo(Path(tmp) / "encoder", seed))
         cache_repo(hf_home, "model", DECODER_ID, write_decoder_repo(Path(tmp) / "decoder", seed))
+
+
+SIGLIP2_B32 = "google/siglip2-base-patch32-256"
+
+
+def write_siglip2_b32_repo(hf_home: Path, seed: int = 0) -> Path:
+    """google/siglip2-base-patch32-256 in the cache (module docstring: inferred files, vision weights only)."""
+    import torch
+    from transformers import SiglipConfig, SiglipVisionModel
+
+    config = {"initializer_factor": 1.0, "model_type": "siglip",
+              "text_config": {"model_type": "siglip_text_model", "vocab_size": 256000},
+              "vision_config": {"image_size": 256, "patch_size": 32, "model_type": "siglip_vision_model"}}
+    processor = {"do_convert_rgb": None, "do_normalize": True, "do_rescale": True, "do_resize": True,
+                 "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "SiglipImageProcessor",
+                 "image_std": [0.5, 0.5, 0.5], "processor_class": "SiglipProcessor", "resample": 2,
+                 "rescale_factor": 1 / 255, "size": {"height": 256, "width": 256}}
+    with tempfile.TemporaryDirectory(dir=hf_home) as tmp:
+        folder = Path(tmp) / "siglip2"
+        torch.manual_seed(seed)
+        SiglipVisionModel(SiglipConfig.from_dict(config).vision_config).save_pretrained(folder)
+        (folder / "config.json").write_text(json.dumps(config, indent=2))  # the repo's, not the vision model's
+        (folder / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+        return cache_repo(hf_home, "model", SIGLIP2_B32, folder)
 
 
 def flickr_rows(n: int, seed: int = 0) -> dict:

@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForImageTextToText
 
 from distilvit import bench_report
-from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, measure_floor, median_run, model_flops,
-                                     needs_export, stage_floors)
+from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, interleaved_chromium, measure_floor,
+                                     median_run, model_flops, needs_export, stage_floors)
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest
 from distilvit.pixels import PixelPreparer
@@ -71,6 +71,11 @@ def test_runtimes_report_stages_and_memory(short_run, tmp_path):
     assert rows[1].startswith(f"| fewer | onnxruntime | fp32 | {n // 4} |") and rows[1].endswith("| 0.50 |")
     assert rows[2].startswith("| peer | Chromium WASM, 2 threads | q8 | 7 | - | - |") and rows[2].endswith("| - |")
     assert "**peer**: another model" in section
+    # ours timed in turns with a variant (its `paired` row) is the row it is compared with
+    report["variants"][0]["paired"] = [{"runtime": "onnxruntime", "dtype": "fp32", **{**ort_times, "total_ms": ort_times["total_ms"] / 4}}]
+    section = bench_report.markdown(report, None).split("Other architectures")[1].split("The floor")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[1].startswith(f"| fewer | onnxruntime | fp32 | {n // 4} |") and rows[1].endswith("| 2.00 |")
     bench_report.plot(report, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
@@ -81,6 +86,18 @@ def test_the_median_run_is_reported_whole():
     row = median_run([900.0, 300.0, 500.0], [30.0, 80.0, 20.0], tokens=5)
     assert (row["total_ms"], row["first_token_ms"]) == (500.0, 20.0)
     assert row["per_token_ms"] == pytest.approx((500.0 - 20.0) / 4)
+
+
+def test_exports_are_timed_in_turns_and_each_median_round_kept():
+    calls, times = [], iter([30.0, 10.0, 50.0, 20.0, 40.0, 15.0])
+
+    def time(export_dir, dtype, image, tokens, repeats, threads):
+        calls.append(export_dir)
+        return {"total_ms": next(times)}
+
+    rows = interleaved_chromium({"a": "A", "b": "B"}, "image.png", 20, 3, 2, rounds=3, time=time)
+    assert calls == ["A", "B", "A", "B", "A", "B"]
+    assert rows == {"a": {"total_ms": 40.0}, "b": {"total_ms": 15.0}}
 
 
 def test_fewer_tokens_shape_has_64_image_tokens():

@@ -169,6 +169,25 @@ def test_default_train_command_runs_offline_on_the_replicas(hf_home, tmp_path, d
 
 # --- failures a user meets -----------------------------------------------------------------------------------
 
+def test_fast_preset_builds_a_64_token_captioner_from_the_cache(hf_home):
+    """`--preset smollm-135m-fast` resolves SigLIP 2 B/32-256 from the cache like the default's encoder and gives a
+    LLaVA with 64 image tokens whose pixels are prepared at 256 px."""
+    hub_replicas.write_siglip2_b32_repo(hf_home)
+    script = ("import json\n"
+              "from distilvit.config import TrainConfig\n"
+              "from distilvit.model import build_captioner\n"
+              "from distilvit.pixels import PixelPreparer\n"
+              "cfg = TrainConfig.from_preset('smollm-135m-fast', 'unused')\n"
+              "model, processor = build_captioner(cfg.encoder_model, cfg.decoder_model)\n"
+              "pixels = PixelPreparer.from_processor(processor.image_processor, model.config.vision_config.image_size)\n"
+              "print(json.dumps({'encoder': cfg.encoder_model, 'tokens': model.config.image_seq_length,\n"
+              "                  'size': pixels.size, 'hidden': model.config.vision_config.hidden_size}))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=user_env(hf_home), timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    built = json.loads(result.stdout.strip().splitlines()[-1])
+    assert built == {"encoder": hub_replicas.SIGLIP2_B32, "tokens": 64, "size": 256, "hidden": 768}
+
+
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
