@@ -123,8 +123,10 @@ def test_images():
 
 @pytest.fixture(scope="module")
 def exports(trained_tiny, tmp_path_factory):
+    """Every dtype of both layouts. The export's own agreement check runs on 4 images (it is tested on short_run
+    below); the tests here compare each dtype with PyTorch on the 16 test images themselves."""
     root = tmp_path_factory.mktemp("exports")
-    return {layout: (root / layout, export_model(trained_tiny, root / layout, layout=layout, quantize="all"))
+    return {layout: (root / layout, export_model(trained_tiny, root / layout, layout=layout, quantize="all", agreement_images=4))
             for layout in ("pipeline", "llava")}
 
 
