@@ -312,8 +312,9 @@ def bench_fewer_tokens(workdir: Path, pixels: np.ndarray, image: Path, tokens: i
     v = config.vision_config
     return {"name": f"{config.image_seq_length} image tokens", "image_tokens": config.image_seq_length,
             "description": f"our model with a {v.image_size} px vision tower in {v.patch_size} px patches (the shape of "
-                           "google/siglip2-base-patch32-256: `train --preset smollm-135m-fast`); in Chromium it and "
-                           "ours were timed in turns, 3 rounds each, the median round shown",
+                           "google/siglip2-base-patch32-256: `train --preset smollm-135m-fast`)"
+                           + ("; in Chromium it and ours were timed in turns, 3 rounds each, the median round shown"
+                              if browser else ""),
             "flops": model_flops(config), "results": rows, "paired": paired}
 
 
