@@ -248,16 +248,19 @@ def decoder_bytes(export_dir: Path, dtype: str) -> int:
     return path.stat().st_size
 
 
-def needs_export(export_dir: Path) -> bool:
-    """True when `export_dir` holds no finished export, or one made by different exporter code (its
-    `exporter_digest` differs from this checkout's): a benchmark must time what the exporter makes now."""
-    from distilvit.export.exporter import exporter_digest
+def needs_export(export_dir: Path, key: str = "exporter_digest", digest: str | None = None) -> bool:
+    """True when `export_dir` holds no finished export, or one made by different code: its export_config.json's
+    `key` differs from `digest` (default: this checkout's exporter_digest). A benchmark must time what the code
+    makes now."""
+    if digest is None:
+        from distilvit.export.exporter import exporter_digest
 
+        digest = exporter_digest()
     config = Path(export_dir) / C.EXPORT_CONFIG
     if not config.is_file():
         return True
-    if json.loads(config.read_text()).get("exporter_digest") != exporter_digest():
-        log.info("%s was exported by other exporter code: exporting again", export_dir)
+    if json.loads(config.read_text()).get(key) != digest:
+        log.info("%s was exported by other code: exporting again", export_dir)
         return True
     return False
 
@@ -277,15 +280,15 @@ def prepare_realsize(merged: Path, export_dir: Path, quantize: str, vision: dict
 
 
 def interleaved_chromium(exports: dict[str, Path], image: Path, tokens: int, repeats: int, threads: int,
-                         rounds: int = 3, time=None) -> dict[str, dict]:
+                         rounds: int = 3, timer=None) -> dict[str, dict]:
     """Chromium timings of several exports taken in turns (A, B, A, B, ...), each export's median round by caption
     time: on a shared machine the speed drifts over minutes, and exports timed one after another would carry it.
-    `time(export_dir, dtype, image, tokens, repeats, threads)` times one round (default: `bench_chromium`)."""
-    time = time or bench_chromium
+    `timer(export_dir, dtype, image, tokens, repeats, threads)` times one round (default: `bench_chromium`)."""
+    timer = timer or bench_chromium
     runs: dict[str, list] = {name: [] for name in exports}
     for _ in range(rounds):
         for name, export_dir in exports.items():
-            runs[name].append(time(export_dir, "q8", image, tokens, repeats, threads))
+            runs[name].append(timer(export_dir, "q8", image, tokens, repeats, threads))
     return {name: sorted(rows, key=lambda r: r["total_ms"])[(len(rows) - 1) // 2] for name, rows in runs.items()}
 
 
@@ -318,20 +321,6 @@ def bench_fewer_tokens(workdir: Path, pixels: np.ndarray, image: Path, tokens: i
             "flops": model_flops(config), "results": rows, "paired": paired}
 
 
-def peer_needs_export(export_dir: Path) -> bool:
-    """True unless `export_dir` holds a peer export made by this checkout's distilvit/peer.py."""
-    config = Path(export_dir) / C.EXPORT_CONFIG
-    return not config.is_file() or json.loads(config.read_text()).get("peer_digest") != peer_digest()
-
-
-def peer_digest() -> str:
-    import hashlib
-
-    from distilvit import peer
-
-    return hashlib.sha256(Path(peer.__file__).read_bytes()).hexdigest()
-
-
 def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: list[int], browser: bool) -> dict:
     """The peer (distilvit/peer.py: ViT-base/16 + GPT-2, transformers.js' default image-to-text architecture), q8,
     in stock transformers.js in Node and, when `browser`, in Chromium WebAssembly with each of `threads`."""
@@ -340,13 +329,10 @@ def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: l
     from distilvit import peer
 
     export_dir = workdir / "peer-export"
-    if peer_needs_export(export_dir):
+    if needs_export(export_dir, "peer_digest", peer.source_digest()):
         log.info("building and exporting the peer (%s, random weights) to %s", peer.NAME, export_dir)
         shutil.rmtree(export_dir, ignore_errors=True)
-        model = peer.build_peer()
-        peer.write_peer(export_dir, model)
-        info = json.loads((export_dir / C.EXPORT_CONFIG).read_text())
-        (export_dir / C.EXPORT_CONFIG).write_text(json.dumps({**info, "peer_digest": peer_digest()}, indent=2) + "\n")
+        peer.write_peer(export_dir)
     log.info("peer: transformers.js q8")
     rows = [{"runtime": "transformers.js", "dtype": "q8", **bench_transformers_js(export_dir, "q8", image, tokens, repeats)}]
     for n in threads if browser else ():

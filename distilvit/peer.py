@@ -209,9 +209,16 @@ def write_peer(export_dir: Path, model: VisionEncoderDecoderModel | None = None,
     info = {"peer": NAME, "layout": C.Layout.PIPELINE.value, "graphs": list(GRAPHS), "dtypes": list(DTYPES),
             "quantization": {d: {g: m.value for g, m in per.items()} for d, per in DTYPES.items()},
             "max_abs_diff_vs_transformers": worst, "sizes_bytes": sizes, "transformers_js": C.TRANSFORMERS_JS_VERSION,
-            **stamp()}
+            "peer_digest": source_digest(), **stamp()}
     (export_dir / C.EXPORT_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
     return export_dir
+
+
+def source_digest() -> str:
+    """sha256 of this module: an export it made is reused by the bench only while this code is unchanged."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 def cross_kv_flops(config: dict) -> int:

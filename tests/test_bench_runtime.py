@@ -91,11 +91,11 @@ def test_the_median_run_is_reported_whole():
 def test_exports_are_timed_in_turns_and_each_median_round_kept():
     calls, times = [], iter([30.0, 10.0, 50.0, 20.0, 40.0, 15.0])
 
-    def time(export_dir, dtype, image, tokens, repeats, threads):
+    def timer(export_dir, dtype, image, tokens, repeats, threads):
         calls.append(export_dir)
         return {"total_ms": next(times)}
 
-    rows = interleaved_chromium({"a": "A", "b": "B"}, "image.png", 20, 3, 2, rounds=3, time=time)
+    rows = interleaved_chromium({"a": "A", "b": "B"}, "image.png", 20, 3, 2, rounds=3, timer=timer)
     assert calls == ["A", "B", "A", "B", "A", "B"]
     assert rows == {"a": {"total_ms": 40.0}, "b": {"total_ms": 15.0}}
 
