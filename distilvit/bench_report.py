@@ -15,6 +15,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
     lines = [
         "# Benchmarks: caption latency against the machine's floor", "",
         "Written by `distilvit-web bench` (SigLIP-base/16 + SmolLM-135M shapes, random weights built from configs, "
+        f"{_vocab(report)}, "
         f"one 224 px image, exactly {report['tokens']} generated tokens, median of {report['repeats']} after a "
         f"warm-up). Machine: {report['platform']}, measured with {m['threads']} threads (the runtimes' default): memory "
         f"bandwidth {m['memory_bandwidth_gbs']:.1f} GB/s (large copy, read + write), fp32 matmul "
@@ -74,14 +75,22 @@ def markdown(report: dict, plot_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _vocab(report: dict) -> str:
+    tokens = report.get("caption_vocab_tokens")
+    return (f"a caption vocabulary of {tokens:,} tokens (an assumed size; train logs a model's own)" if tokens
+            else "the full vocabulary in the output head")
+
+
 def variants_section(report: dict) -> list[str]:
-    """Each other architecture measured in the run (`report["variants"]`: a 64-token vision tower, the peer),
+    """Each other architecture measured in the run (`report["variants"]`: a 64-token vision tower, the full
+    vocabulary, the peer),
     row by row beside the default's row of the same runtime and dtype."""
     variants = report.get("variants") or []
     if not variants:
         return []
     lines = ["", "Other architectures, measured in the same run, each row beside ours (the default: "
-             f"{report['image_tokens']} image tokens, {report['image_size']} px in {report['patch_size']} px patches). "
+             f"{report['image_tokens']} image tokens, {report['image_size']} px in {report['patch_size']} px patches, "
+             f"{_vocab(report)}). "
              "Every prefix token costs in the vision encoder, in the prefill and, through the key/value cache each "
              "step carries, in every generated token:", ""]
     for v in variants:

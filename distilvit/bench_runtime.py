@@ -265,15 +265,26 @@ def needs_export(export_dir: Path, key: str = "exporter_digest", digest: str | N
     return False
 
 
-def prepare_realsize(merged: Path, export_dir: Path, quantize: str, vision: dict | None = None) -> None:
+def prepare_realsize(merged: Path, export_dir: Path, quantize: str, vision: dict | None = None,
+                     caption_vocab_tokens: int | None = None) -> None:
     """Build the real-size model in `merged` and export it to `export_dir`, each reused when already there (the
-    export only when this exporter code made it)."""
-    from distilvit.export.exporter import export_model
-    from distilvit.realsize import save_realsize_merged
+    merged model when its caption vocabulary has `caption_vocab_tokens` tokens, default
+    `realsize.CAPTION_VOCAB_TOKENS`, 0 for the full vocabulary; the export when this exporter code made it)."""
+    import shutil
 
-    if not (merged / "config.json").is_file():
+    from distilvit import caption_vocab
+    from distilvit.export.exporter import export_model
+    from distilvit.realsize import CAPTION_VOCAB_TOKENS, save_realsize_merged
+
+    tokens = CAPTION_VOCAB_TOKENS if caption_vocab_tokens is None else caption_vocab_tokens
+    config = merged / "config.json"
+    if config.is_file() and len(caption_vocab.of(json.loads(config.read_text())) or []) != tokens:
+        log.info("%s has another caption vocabulary than %d tokens: building it again", merged, tokens)
+        shutil.rmtree(merged)
+        shutil.rmtree(export_dir, ignore_errors=True)
+    if not config.is_file():
         log.info("building the real-size architecture with random weights in %s", merged)
-        save_realsize_merged(merged, vision=vision)
+        save_realsize_merged(merged, vision=vision, caption_vocab_tokens=tokens or None)
     if needs_export(export_dir):
         log.info("exporting it (fp32, %s) to %s", quantize, export_dir)
         export_model(merged, export_dir, quantize=quantize, agreement_images=0, overwrite=True)
@@ -292,33 +303,52 @@ def interleaved_chromium(exports: dict[str, Path], image: Path, tokens: int, rep
     return {name: sorted(rows, key=lambda r: r["total_ms"])[(len(rows) - 1) // 2] for name, rows in runs.items()}
 
 
-def bench_fewer_tokens(workdir: Path, pixels: np.ndarray, image: Path, tokens: int, repeats: int, threads: int,
-                       browser: bool, default_export: Path) -> dict:
-    """The real-size model with a 64-token vision tower (`realsize.FEWER_TOKENS`, SigLIP 2 B/32-256's shape),
-    q8 in onnxruntime and, when `browser`, in Chromium WebAssembly with `threads` threads, in turns with
-    `default_export` (its rows are the variant's `paired` rows: ours, timed in the same minutes)."""
+def _variant_models() -> dict[str, dict]:
+    """The real-size variants timed beside ours: folder stem, vision-tower fields, caption vocabulary size, text."""
+    from distilvit.realsize import CAPTION_VOCAB_TOKENS, FEWER_TOKENS
+
+    return {
+        "fewer_tokens": {"stem": "realsize-64", "vision": FEWER_TOKENS, "vocab": CAPTION_VOCAB_TOKENS,
+                         "description": "our model with a {size} px vision tower in {patch} px patches (the shape of "
+                                        "google/siglip2-base-patch32-256: `train --preset smollm-135m-fast`)"},
+        "full_vocab": {"stem": "realsize-fullvocab", "vision": None, "vocab": 0,
+                       "description": "our model without a caption vocabulary (`train --full-vocab`): the output head "
+                                      "computes all {vocab} tokens at every step"},
+    }
+
+
+def bench_variants(workdir: Path, names: list[str], pixels: np.ndarray, image: Path, tokens: int, repeats: int,
+                   threads: int, browser: bool, default_export: Path) -> list[dict]:
+    """The real-size variants `names` (of `_variant_models`), q8 in onnxruntime and, when `browser`, in Chromium
+    WebAssembly with `threads` threads, all in turns with `default_export` (its rows are each variant's `paired`
+    rows: ours, timed in the same minutes)."""
     from transformers import AutoConfig
 
-    from distilvit.realsize import FEWER_TOKENS
-
-    merged, export_dir = workdir / "realsize-64-merged", workdir / "realsize-64-export"
-    prepare_realsize(merged, export_dir, "q8", vision=FEWER_TOKENS)
-    config = AutoConfig.from_pretrained(merged)
-    rows = [{"runtime": "onnxruntime", "dtype": "q8", **isolated(bench_onnxruntime, export_dir, "q8", pixels, tokens, repeats)}]
-    paired = []
-    if browser:
-        log.info("Chromium WASM q8, %d thread(s): %d image tokens and ours, in turns", threads, config.image_seq_length)
+    models, exports, variants = _variant_models(), {}, {}
+    for name in names:
+        spec = models[name]
+        merged, export_dir = workdir / f"{spec['stem']}-merged", workdir / f"{spec['stem']}-export"
+        prepare_realsize(merged, export_dir, "q8", vision=spec["vision"], caption_vocab_tokens=spec["vocab"])
+        config = AutoConfig.from_pretrained(merged)
+        v = config.vision_config
+        label = {"fewer_tokens": f"{config.image_seq_length} image tokens", "full_vocab": "full vocabulary"}[name]
+        exports[name] = export_dir
+        variants[name] = {
+            "name": label, "image_tokens": config.image_seq_length,
+            "description": spec["description"].format(size=v.image_size, patch=v.patch_size,
+                                                      vocab=f"{config.text_config.vocab_size:,}"),
+            "flops": model_flops(config), "paired": [],
+            "results": [{"runtime": "onnxruntime", "dtype": "q8",
+                         **isolated(bench_onnxruntime, export_dir, "q8", pixels, tokens, repeats)}]}
+    if browser and exports:
+        log.info("Chromium WASM q8, %d thread(s): ours, %s, in turns", threads, ", ".join(v["name"] for v in variants.values()))
         runtime = f"Chromium WASM, {threads} thread{'s' if threads > 1 else ''}"
-        timed = interleaved_chromium({"ours": default_export, "fewer": export_dir}, image, tokens, repeats, threads)
-        rows.append({"runtime": runtime, "dtype": "q8", **timed["fewer"]})
-        paired.append({"runtime": runtime, "dtype": "q8", **timed["ours"]})
-    v = config.vision_config
-    return {"name": f"{config.image_seq_length} image tokens", "image_tokens": config.image_seq_length,
-            "description": f"our model with a {v.image_size} px vision tower in {v.patch_size} px patches (the shape of "
-                           "google/siglip2-base-patch32-256: `train --preset smollm-135m-fast`)"
-                           + ("; in Chromium it and ours were timed in turns, 3 rounds each, the median round shown"
-                              if browser else ""),
-            "flops": model_flops(config), "results": rows, "paired": paired}
+        timed = interleaved_chromium({"ours": default_export, **exports}, image, tokens, repeats, threads)
+        for name, variant in variants.items():
+            variant["results"].append({"runtime": runtime, "dtype": "q8", **timed[name]})
+            variant["paired"].append({"runtime": runtime, "dtype": "q8", **timed["ours"]})
+            variant["description"] += "; in Chromium it and ours were timed in turns, 3 rounds each, the median round shown"
+    return list(variants.values())
 
 
 def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: list[int], browser: bool) -> dict:
@@ -353,12 +383,12 @@ def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: l
 
 def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
               js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None,
-              fewer_tokens: bool = True, peer: bool = True) -> dict:
+              fewer_tokens: bool = True, full_vocab: bool = True, peer: bool = True) -> dict:
     """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
     and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
     (default: 1 and every core); an empty tuple leaves the browser out. `fewer_tokens` also measures q8 with a
-    64-token vision tower (`bench_fewer_tokens`; in the browser with every core when the browser runs); `peer`
-    the peer architecture (`bench_peer`)."""
+    64-token vision tower and `full_vocab` without a caption vocabulary (`bench_variants`; in the browser with every
+    core when the browser runs); `peer` the peer architecture (`bench_peer`)."""
     from PIL import Image
 
     workdir = Path(workdir)
@@ -374,6 +404,7 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
     image.save(image_path)
     from transformers import AutoConfig
 
+    from distilvit import caption_vocab
     from distilvit.pixels import decode_rgba, raw_tensor
 
     pixels = raw_tensor(decode_rgba(image_path)).numpy()  # [1, 4, 224, 224]: what the encoder graph takes
@@ -400,10 +431,10 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
             results.append({"runtime": f"Chromium WASM, {n} thread{'s' if n > 1 else ''}", "dtype": label,
                             **bench_chromium(export_dir, MIX if dtype == "mix" else dtype, image_path, tokens, repeats, n)})
     variants = []
-    if fewer_tokens:
-        log.info("q8 with a 64-token vision tower")
-        variants.append(bench_fewer_tokens(workdir, pixels, image_path, tokens, repeats, max(threads), bool(browser_dtypes),
-                                           export_dir))
+    names = [n for n, on in (("fewer_tokens", fewer_tokens), ("full_vocab", full_vocab)) if on]
+    if names:
+        variants += bench_variants(workdir, names, pixels, image_path, tokens, repeats, max(threads),
+                                   bool(browser_dtypes), export_dir)
     if peer:
         variants.append(bench_peer(workdir, image_path, tokens, repeats, threads, bool(browser_dtypes)))
     sizes = {}
@@ -415,5 +446,6 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
 
     return {"tokens": tokens, "repeats": repeats, "machine": floor, "flops": flops, "floor": floors,
             "image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
+            "caption_vocab_tokens": len(caption_vocab.of(config) or []),
             "patch_size": config.vision_config.patch_size,
             "sizes_bytes": sizes, "results": results, "variants": variants, **stamp()}

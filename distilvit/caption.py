@@ -1,7 +1,8 @@
 """PyTorch captions: load a merged model (or a run's `merged/`), caption PIL images, score exact match.
 
 Generation is `LlavaForConditionalGeneration.generate` on the prompt `[IMG] x N, BOS`, greedy unless beams are
-asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config. Pixels come from
+asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config, and ids outside the
+model's caption vocabulary (distilvit/caption_vocab.py), when it has one, are masked. Pixels come from
 `distilvit.pixels` (the rule every runtime applies), not from the saved image processor's PIL resize. This is the
 reference the parity check compares runtimes against. It knows nothing about training or export.
 """
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor,
+                          LogitsProcessorList)
 
+from distilvit import caption_vocab
 from distilvit.errors import UserError
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, decode_rgba
 from distilvit.prompt import prompt_ids
@@ -43,6 +46,7 @@ class Captioner:
         pixel_values = self.pixels(images)  # [B, 3, S, S]
         device = next(self.model.parameters()).device
         input_ids = prompt_ids(self.processor.tokenizer, len(images), self.num_image_tokens).to(device)  # [B, N + 1]
+        vocab = caption_vocab.of(self.model.config)
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
@@ -50,6 +54,7 @@ class Captioner:
             max_new_tokens=max_new_tokens or self.model.generation_config.max_new_tokens or 30,
             num_beams=num_beams,
             do_sample=False,
+            logits_processor=LogitsProcessorList([caption_vocab.MaskLogits(vocab)] if vocab else []),
         )
         eos = self.processor.tokenizer.eos_token_id
         rows = []

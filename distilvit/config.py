@@ -47,6 +47,7 @@ class TrainConfig:
     vision_unfreeze_layers: int = 0
     vision_lr: float = 1e-5
     max_length: int = 30  # caption tokens, EOS not counted
+    caption_vocab: bool = True  # generate only the tokens of the training captions (distilvit/caption_vocab.py)
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adamw | sgd (plain SGD, no momentum: its step is lr * gradient, for checks)
     warmup_ratio: float = 0.05

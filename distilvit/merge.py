@@ -16,6 +16,7 @@ from peft import PeftModel
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from distilvit import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
@@ -39,11 +40,15 @@ def base_sources(config: TrainConfig, run_dir: Path) -> tuple[str, str]:
 
 
 def build_base(config: TrainConfig, run_dir: Path) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """The untrained captioner a run starts from (projector init seeded by the run's seed)."""
+    """The untrained captioner a run starts from (projector init seeded by the run's seed), with the run's caption
+    vocabulary (caption_vocab.json) in its config when the run has one."""
     set_seed(config.seed)
     encoder, decoder = base_sources(config, run_dir)
     model, processor = build_captioner(encoder, decoder)
     model.generation_config.max_new_tokens = config.max_length + 1  # caption tokens + EOS
+    ids = caption_vocab.load(run_dir)  # written by train before the model is built; absent: the full vocabulary
+    if ids:
+        setattr(model.config, caption_vocab.CONFIG_KEY, ids)
     return model, processor
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distilvit import caption_vocab
 from distilvit.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export import constants as C
@@ -69,6 +70,7 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
         features = image_features(model, pixels)  # the stock model's feature path
         ids = prompt_ids(captioner.processor.tokenizer, len(pictures), model.config.image_seq_length)
         logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits[:, -1, :]
+        logits = caption_vocab.mask_logits(logits, caption_vocab.of(model.config))  # as generation sees them
     captions = [c.strip() for c in captioner.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return (Reference(list(images), [r.numpy() for r in raw], pixels.numpy(), captioner.pixels, tokens, captions,
                       features.numpy(), logits.numpy()), captioner)

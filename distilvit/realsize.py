@@ -18,7 +18,10 @@ the Hub (tests) use them.
 `FEWER_TOKENS` is the one typed shape: SigLIP-base's real config with 256 px images in 32 px patches, i.e. 64 image
 tokens instead of 196, the shape of google/siglip2-base-patch32-256 (SigLIP 2's fixed-resolution checkpoints load
 with the SigLIP classes, model_type "siglip"; their config files are not in hub_configs). The benchmarks use it to
-measure what fewer image tokens buy. This module knows nothing about training, datasets or export.
+measure what fewer image tokens buy. `CAPTION_VOCAB_TOKENS` is the other: the size of the caption vocabulary the
+merged model carries (distilvit/caption_vocab.py), an assumption (random ids + BOS/EOS), since the real size comes
+from the training captions, which are not here: `train` logs it. This module knows nothing about training, datasets
+or export.
 """
 
 from __future__ import annotations
@@ -171,10 +174,17 @@ def build_realsize_models(folder: Path, seed: int = 0, vision: dict | None = Non
     return write_encoder_repo(folder / "encoder", seed, vision), write_decoder_repo(folder / "decoder", seed)
 
 
-def save_realsize_merged(folder: Path, seed: int = 0, vision: dict | None = None) -> Path:
+# Tokens a captioner trained on English alt text generates (its caption vocabulary): assumed, of SmolLM's 49,152.
+CAPTION_VOCAB_TOKENS = 10_000
+
+
+def save_realsize_merged(folder: Path, seed: int = 0, vision: dict | None = None,
+                         caption_vocab_tokens: int | None = CAPTION_VOCAB_TOKENS) -> Path:
     """A merged-model folder (what `train` writes to merged/) of the real-size architecture with random
-    weights: the input `distilvit-web export` and the benchmarks use. `vision` as in `write_encoder_repo`.
+    weights: the input `distilvit-web export` and the benchmarks use. `vision` as in `write_encoder_repo`;
+    `caption_vocab_tokens` random ids (with BOS and EOS) as its caption vocabulary, None for the full one.
     Returns `folder`."""
+    from distilvit import caption_vocab
     from distilvit.model import build_captioner
 
     folder = Path(folder)
@@ -182,6 +192,12 @@ def save_realsize_merged(folder: Path, seed: int = 0, vision: dict | None = None
     encoder, decoder = build_realsize_models(bases, seed, vision)
     model, processor = build_captioner(str(encoder), str(decoder))
     model.generation_config.max_new_tokens = 30
+    if caption_vocab_tokens:
+        g = torch.Generator().manual_seed(seed)
+        special = {processor.tokenizer.bos_token_id, processor.tokenizer.eos_token_id}
+        others = [i for i in torch.randperm(model.config.text_config.vocab_size, generator=g).tolist()
+                  if i not in special and i != model.config.image_token_index]
+        setattr(model.config, caption_vocab.CONFIG_KEY, sorted(special | set(others[: caption_vocab_tokens - len(special)])))
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     shutil.rmtree(bases)

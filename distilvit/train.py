@@ -3,6 +3,7 @@
 Run folder layout (`--output-dir`):
 
     train_config.json     every setting, base models, library versions
+    caption_vocab.json    the token ids of the training captions: all the model may generate (distilvit/caption_vocab.py)
     base/                 tiny preset only: the encoder and decoder (+ tokenizer) it built
     checkpoints/          Trainer checkpoints (adapter + projector [+ head], optimizer, RNG) every --save-steps and at
                           every evaluation; `--resume` uses the newest complete one (an incomplete one is skipped
@@ -32,6 +33,7 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from distilvit import caption_vocab
 from distilvit import device as devices
 from distilvit import lora
 from distilvit.caption import Captioner, load_captioner
@@ -356,6 +358,14 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     if state is not None:
         state.wait_for_everyone()
     model, processor = build_base(config, out)
+    if config.caption_vocab and caption_vocab.of(model.config) is None:  # a new run (a resumed one has the file)
+        captions = [c for caps in splits["train"]["captions"] for c in caps]
+        ids = caption_vocab.from_captions(processor.tokenizer, captions, config.max_length)  # every rank alike
+        setattr(model.config, caption_vocab.CONFIG_KEY, ids)
+        if main:
+            caption_vocab.save(out, ids, model.config.text_config.vocab_size, len(captions))
+            log.info("caption vocabulary: %d of the decoder's %d tokens (from %d training captions; --full-vocab "
+                     "keeps them all)", len(ids), model.config.text_config.vocab_size, len(captions))
     if config.gradient_checkpointing:
         model.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = lora.apply_lora(model, config)

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from transformers import LlavaForConditionalGeneration
 
+from distilvit import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
@@ -111,11 +112,22 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
                         "Nothing was written; train with a decoder without them (docs/export.md lists what is supported)")
     if not (path / "tokenizer.json").is_file() or not (path / "processor_config.json").is_file():
         raise UserError(f"{path} lacks tokenizer.json or processor_config.json; re-save it with `distilvit-web merge`")
-    return load_model_files(path).eval()
+    model = load_model_files(path).eval()
+    vocab = caption_vocab.of(model.config)
+    if vocab:
+        tok = json.loads((path / "generation_config.json").read_text())
+        try:
+            caption_vocab.check(vocab, model.config.text_config.vocab_size,
+                                {"BOS": tok.get("bos_token_id"), "EOS": tok.get("eos_token_id")})
+        except ValueError as err:
+            raise UserError(f"{path}/config.json: {err}. Train again, or delete caption_vocab from config.json to "
+                            "export the full vocabulary") from None
+    return model
 
 
 DECODER_GRAPH = ("export/llama_stack.py: q/k/v and gate/up fused MatMuls, rotary embedding once on queries and keys, "
-                 "query heads grouped per key/value head, one additive mask; last-position logits")
+                 "query heads grouped per key/value head, one additive mask; last-position logits, over the caption "
+                 "vocabulary when the model has one")
 
 
 def exporter_digest() -> str:
@@ -234,6 +246,8 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "per_graph_dtypes": plan.mix or None,
             "graphs": list(graphs),
             "decoder_graph": DECODER_GRAPH,
+            "caption_vocab": ({"tokens": len(caption_vocab.of(model.config)), "of": model.config.text_config.vocab_size}
+                              if caption_vocab.of(model.config) else None),
             "exporter_digest": exporter_digest(),
             "slimmed": slimmed,
             "onnx_opset": C.ONNX_OPSET,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import LlavaForConditionalGeneration
 
+from distilvit import caption_vocab
 from distilvit.export.llama_stack import ExportLlama
 
 
@@ -66,16 +67,33 @@ class _CachedDecoder(nn.Module):
         # the token lookup (a Gather along axis 1) read: the weight is stored once, and dynamic quantization turns
         # the MatMul into an int8 MatMulInteger instead of dequantizing the whole matrix to float every step.
         self.tied = self.lm_head.weight.data_ptr() == self.embed.weight.data_ptr()
-        if self.tied:
-            self.head_t = nn.Parameter(self.lm_head.weight.detach().t().contiguous(), requires_grad=False)  # [D, V]
+        weight = self.lm_head.weight.detach()  # [V, D]
+        vocab = caption_vocab.of(model.config)
+        self.restricted = vocab is not None
+        if self.restricted:
+            # The caption vocabulary (distilvit/caption_vocab.py): the head's matrix holds its V' ids plus one zero
+            # column [D, V' + 1]; `index` maps every id to its column (V' for the others), so the logits are the
+            # V' + 1 products gathered back to [.., V] with the last slot fixed at MASKED_LOGIT by `slot_bias`.
+            # Ids outside the vocabulary, which generation never picks, embed as zeros in a tied decoder.
+            self.head_t = nn.Parameter(torch.cat([weight[vocab], weight.new_zeros(1, weight.shape[1])]).t().contiguous(),
+                                       requires_grad=False)  # [D, V' + 1]
+            self.register_buffer("index", caption_vocab.index_map(vocab, weight.shape[0]), persistent=False)  # [V]
+            bias = torch.zeros(len(vocab) + 1)
+            bias[-1] = caption_vocab.MASKED_LOGIT
+            self.register_buffer("slot_bias", bias, persistent=False)  # [V' + 1]
+        elif self.tied:
+            self.head_t = nn.Parameter(weight.t().contiguous(), requires_grad=False)  # [D, V]
 
     def embed_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
         if not self.tied:
             return self.embed(input_ids)  # [B, T, D]
-        rows = torch.index_select(self.head_t, 1, input_ids.reshape(-1))  # [D, B*T]
+        columns = self.index[input_ids.reshape(-1)] if self.restricted else input_ids.reshape(-1)  # [B*T]
+        rows = torch.index_select(self.head_t, 1, columns)  # [D, B*T]
         return rows.t().reshape(input_ids.shape[0], input_ids.shape[1], -1)  # [B, T, D]
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.restricted:
+            return torch.index_select(hidden @ self.head_t + self.slot_bias, 2, self.index)  # [B, 1, V]
         return hidden @ self.head_t if self.tied else self.lm_head(hidden)
 
     def _run(self, embeds, attention_mask, position_ids, past: tuple[torch.Tensor, ...]):

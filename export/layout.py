@@ -15,6 +15,7 @@ from pathlib import Path
 
 from transformers import LlavaConfig
 
+from distilvit import caption_vocab
 from distilvit.export import constants as C
 
 
@@ -101,6 +102,7 @@ def pipeline_config(config: LlavaConfig, ids: dict, js: dict) -> dict:
 
 def llava_config(model_dir: Path, js: dict) -> dict:
     data = json.loads((model_dir / "config.json").read_text())
+    data.pop(caption_vocab.CONFIG_KEY, None)  # the decoder graph applies it; export_config.json records its size
     data["transformers.js_config"] = js
     return data
 

@@ -1,0 +1,96 @@
+"""The caption vocabulary: the token ids a captioner may generate, those its training captions use.
+
+A captioner trained on captions never learns to emit most of its decoder's vocabulary (SmolLM: 49,152 tokens, of
+which English alt text uses a few thousand). `train` collects the ids of the training split's captions, as the
+collator tokenizes them, plus EOS, and the merged model carries them in `config.json` as `caption_vocab` (sorted
+ids). Every runtime then chooses only among them:
+- PyTorch (`distilvit.caption.Captioner`): the other ids' logits are set to MASKED_LOGIT before the choice;
+- the exported decoder graph computes the output head over these ids only and gives every other id MASKED_LOGIT
+  (export/graphs.py), so onnxruntime and transformers.js choose among the same ids without knowing about it.
+The head is about a quarter of a decode step on WebAssembly (docs/browser.md), and its matrix a fifth of the q8
+download. A model without `caption_vocab` (trained with `--full-vocab`, or before this existed) keeps the full
+head; deleting the key from a merged model's config.json turns the restriction off for every runtime at once.
+
+This module knows nothing about training loops, ONNX or browsers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from transformers import LogitsProcessor
+
+CONFIG_KEY = "caption_vocab"
+FILE = "caption_vocab.json"  # written by train beside train_config.json
+# What every id outside the vocabulary scores. Finite (runtimes' logits stay comparable, inf - inf is nan) and exact
+# in float16; LM logits are tens, so no kept id ever scores this low.
+MASKED_LOGIT = -1.0e4
+
+
+def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[int]:
+    """Sorted ids of `captions` tokenized as the training collator does (no special tokens, cut at max_length), plus
+    EOS (every caption ends with it) and BOS (the decoder's first input)."""
+    ids = {tokenizer.eos_token_id, tokenizer.bos_token_id}
+    batch = []
+    for caption in captions:
+        batch.append(caption)
+        if len(batch) == 4096:
+            ids.update(i for row in tokenizer(batch, add_special_tokens=False)["input_ids"] for i in row[:max_length])
+            batch = []
+    if batch:
+        ids.update(i for row in tokenizer(batch, add_special_tokens=False)["input_ids"] for i in row[:max_length])
+    return sorted(i for i in ids if i is not None)
+
+
+def save(run_dir: Path, ids: list[int], vocab_size: int, captions: int) -> None:
+    data = {"token_ids": ids, "tokens": len(ids), "of_vocab_size": vocab_size, "from_captions": captions}
+    (Path(run_dir) / FILE).write_text(json.dumps(data) + "\n")
+
+
+def load(run_dir: Path) -> list[int] | None:
+    path = Path(run_dir) / FILE
+    return json.loads(path.read_text())["token_ids"] if path.is_file() else None
+
+
+def of(config) -> list[int] | None:
+    """The caption vocabulary of a model's config (a LlavaConfig, or its dict), None when it has none."""
+    ids = config.get(CONFIG_KEY) if isinstance(config, dict) else getattr(config, CONFIG_KEY, None)
+    return list(ids) if ids else None
+
+
+def check(ids: list[int], vocab_size: int, required: dict[str, int | None]) -> None:
+    """ValueError unless `ids` are sorted, unique, inside the vocabulary and hold every `required` id (name -> id)."""
+    if any(b <= a for a, b in zip(ids, ids[1:])) or ids[0] < 0 or ids[-1] >= vocab_size:
+        raise ValueError(f"caption_vocab must hold sorted unique ids in [0, {vocab_size})")
+    missing = [f"{name} ({i})" for name, i in required.items() if i is not None and i not in set(ids)]
+    if missing:
+        raise ValueError(f"caption_vocab lacks {', '.join(missing)}")
+
+
+def index_map(ids: list[int], vocab_size: int) -> torch.Tensor:
+    """[V] int64: the position of each id in `ids`, len(ids) for ids outside it (the graphs' masked slot)."""
+    positions = torch.full((vocab_size,), len(ids), dtype=torch.long)
+    positions[torch.tensor(ids, dtype=torch.long)] = torch.arange(len(ids))
+    return positions
+
+
+def mask_logits(logits: torch.Tensor, ids: list[int] | None) -> torch.Tensor:
+    """`logits` [..., V] with every id outside `ids` set to MASKED_LOGIT (unchanged when ids is None)."""
+    if ids is None:
+        return logits
+    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    keep[torch.tensor(ids, dtype=torch.long, device=logits.device)] = True
+    return torch.where(keep, logits, torch.tensor(MASKED_LOGIT, dtype=logits.dtype, device=logits.device))
+
+
+class MaskLogits(LogitsProcessor):
+    """A `generate` logits processor: `mask_logits` on every step's scores."""
+
+    def __init__(self, ids: list[int]):
+        self.ids = ids
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return mask_logits(scores, self.ids)

@@ -1,0 +1,141 @@
+"""The caption vocabulary (distilvit/caption_vocab.py): train records it, the merged model carries it, and PyTorch,
+the exported graphs in onnxruntime and stock transformers.js all choose among exactly those ids.
+
+The restriction is made to bite: a 6-step tiny run, whose merged config is given a vocabulary without the ids its
+unrestricted captions use most, so the restricted captions differ from the unrestricted ones, and every runtime
+must give the restricted ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from distilvit import caption_vocab
+from distilvit.caption import load_captioner
+from distilvit.errors import UserError
+from distilvit.export.exporter import export_model
+from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.pixels import decode_rgba, raw_tensor
+from distilvit.synthetic import make_synthetic_splits
+
+
+def _images(count: int):
+    return [r["image"] for r in make_synthetic_splits(seed=3, train_size=1, validation_size=1, test_size=count)["test"]]
+
+
+def test_train_records_the_training_captions_tokens_and_the_merged_model_carries_them(short_run):
+    saved = json.loads((short_run / caption_vocab.FILE).read_text())
+    ids = saved["token_ids"]
+    merged = json.loads((short_run / "merged" / "config.json").read_text())
+    assert merged[caption_vocab.CONFIG_KEY] == ids
+    assert saved["tokens"] == len(ids) and saved["of_vocab_size"] == merged["text_config"]["vocab_size"]
+    captioner = load_captioner(short_run / "merged")
+    tok = captioner.processor.tokenizer
+    rows = make_synthetic_splits(seed=0, **json.loads((short_run / "train_config.json").read_text())["synthetic_sizes"])
+    used = {i for r in rows["train"] for c in r["captions"] for i in tok(c, add_special_tokens=False)["input_ids"]}
+    assert used | {tok.eos_token_id, tok.bos_token_id} == set(ids)  # every caption token, EOS and BOS, nothing else
+    assert merged["image_token_index"] not in ids
+
+
+def test_full_vocab_run_has_none(tmp_path):
+    from conftest import short_config
+    from distilvit.train import train
+
+    out = tmp_path / "full"
+    train(short_config(out, max_steps=1, eval_steps=0, caption_vocab=False))
+    assert not (out / caption_vocab.FILE).exists()
+    assert caption_vocab.CONFIG_KEY not in json.loads((out / "merged" / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def restricted(short_run, tmp_path_factory):
+    """(restricted merged folder, its ids, unrestricted captions' tokens, images): the short run's merged model
+    without the 3 ids its own captions use most."""
+    root = tmp_path_factory.mktemp("vocab")
+    images = _images(6)
+    full = load_captioner(short_run / "merged")
+    setattr(full.model.config, caption_vocab.CONFIG_KEY, None)
+    free = full.generate_ids(images, 8)
+    common = [i for i, _ in Counter(i for row in free for i in row).most_common(3)]
+    ids = [i for i in json.loads((short_run / caption_vocab.FILE).read_text())["token_ids"] if i not in common]
+    merged = root / "merged"
+    shutil.copytree(short_run / "merged", merged)
+    config = json.loads((merged / "config.json").read_text())
+    config[caption_vocab.CONFIG_KEY] = ids
+    (merged / "config.json").write_text(json.dumps(config))
+    return merged, ids, free, images
+
+
+def test_pytorch_generates_only_caption_vocab_ids(restricted):
+    merged, ids, free, images = restricted
+    tokens = load_captioner(merged).generate_ids(images, 8)
+    assert all(i in ids for row in tokens for i in row)
+    assert tokens != free  # the restriction changed the captions: the runtimes below are compared where it bites
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "llava"])
+def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transformers_js(restricted, short_run,
+                                                                                       tmp_path, layout):
+    from distilvit.parity import verify_parity
+
+    merged, ids, _, images = restricted
+    export = tmp_path / "restricted"
+    info = export_model(merged, export, layout=layout, quantize="q8", agreement_images=0)
+    assert info["caption_vocab"] == {"tokens": len(ids), "of": json.loads((merged / "config.json").read_text())["text_config"]["vocab_size"]}
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for n, image in enumerate(images):
+        image.save(folder / f"{n}.png")
+        paths.append(folder / f"{n}.png")
+    report = verify_parity(export, paths, model_dir=merged, dtypes=["fp32"], runtimes=["onnxruntime", "transformers.js"],
+                           max_new_tokens=8)
+    for row in report["results"]:
+        assert row["model"]["exact_match"] == 1.0, (row["runtime"], row["model"]["first_divergence"])
+    graphs = next(r for r in report["results"] if r["runtime"] == "onnxruntime")["graphs"]
+    assert graphs["decoder_model_merged"]["first_step_logits"]["max_abs_diff"] < 1e-3  # masked ids compared too
+
+    # the same model exported with its full head: equal logits on the kept ids, MASKED_LOGIT on all others
+    full_merged = tmp_path / "full-merged"
+    shutil.copytree(merged, full_merged)
+    config = json.loads((full_merged / "config.json").read_text())
+    del config[caption_vocab.CONFIG_KEY]
+    (full_merged / "config.json").write_text(json.dumps(config))
+    full = tmp_path / "full"
+    export_model(full_merged, full, layout=layout, quantize="q8", agreement_images=0)
+    raw = np.concatenate([raw_tensor(decode_rgba(p)).numpy() for p in paths])  # [B, 4, H, W]
+    restricted_logits = OrtCaptioner(export, "fp32").generate(raw, 1).first_logits
+    full_logits = OrtCaptioner(full, "fp32").generate(raw, 1).first_logits
+    keep = np.zeros(full_logits.shape[-1], dtype=bool)
+    keep[ids] = True
+    np.testing.assert_allclose(restricted_logits[:, keep], full_logits[:, keep], atol=1e-4)
+    assert (restricted_logits[:, ~keep] == caption_vocab.MASKED_LOGIT).all()
+
+
+def test_index_map_and_mask():
+    ids = [0, 3, 5]
+    assert caption_vocab.index_map(ids, 7).tolist() == [0, 3, 3, 1, 3, 2, 3]
+    logits = torch.arange(7, dtype=torch.float32)[None]
+    assert caption_vocab.mask_logits(logits, ids).tolist() == [[0, -1e4, -1e4, 3, -1e4, 5, -1e4]]
+    assert caption_vocab.mask_logits(logits, None) is logits
+    with pytest.raises(ValueError, match="lacks EOS"):
+        caption_vocab.check([1, 2], 7, {"EOS": 0})
+    with pytest.raises(ValueError, match="sorted unique"):
+        caption_vocab.check([2, 1], 7, {})
+
+
+def test_export_refuses_a_vocabulary_without_eos(short_run, tmp_path):
+    merged = tmp_path / "merged"
+    shutil.copytree(short_run / "merged", merged)
+    config = json.loads((merged / "config.json").read_text())
+    eos = json.loads((merged / "generation_config.json").read_text())["eos_token_id"]
+    config[caption_vocab.CONFIG_KEY] = [i for i in config[caption_vocab.CONFIG_KEY] if i != eos]
+    (merged / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=r"config.json: caption_vocab lacks EOS.*delete caption_vocab"):
+        export_model(merged, tmp_path / "out", agreement_images=0)
+    assert not (tmp_path / "out").exists()
