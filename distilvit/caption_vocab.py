@@ -77,20 +77,30 @@ def index_map(ids: list[int], vocab_size: int) -> torch.Tensor:
     return positions
 
 
-def mask_logits(logits: torch.Tensor, ids: list[int] | None) -> torch.Tensor:
-    """`logits` [..., V] with every id outside `ids` set to MASKED_LOGIT (unchanged when ids is None)."""
+def keep_mask(ids: list[int], vocab_size: int, device=None) -> torch.Tensor:
+    """[V] bool: True at `ids`."""
+    keep = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    keep[torch.tensor(ids, dtype=torch.long, device=device)] = True
+    return keep
+
+
+def mask_logits(logits: torch.Tensor, ids: list[int] | None, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """`logits` [..., V] with every id outside `ids` set to MASKED_LOGIT (unchanged when ids is None); `keep` is
+    `keep_mask(ids, V)` when the caller has it already."""
     if ids is None:
         return logits
-    keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    keep[torch.tensor(ids, dtype=torch.long, device=logits.device)] = True
+    keep = keep_mask(ids, logits.shape[-1], logits.device) if keep is None else keep
     return torch.where(keep, logits, torch.tensor(MASKED_LOGIT, dtype=logits.dtype, device=logits.device))
 
 
 class MaskLogits(LogitsProcessor):
-    """A `generate` logits processor: `mask_logits` on every step's scores."""
+    """A `generate` logits processor: `mask_logits` on every step's scores (the mask built once per device)."""
 
     def __init__(self, ids: list[int]):
         self.ids = ids
+        self._keep: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return mask_logits(scores, self.ids)
+        if self._keep is None or self._keep.device != scores.device or self._keep.numel() != scores.shape[-1]:
+            self._keep = keep_mask(self.ids, scores.shape[-1], scores.device)
+        return mask_logits(scores, self.ids, self._keep)

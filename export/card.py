@@ -73,6 +73,14 @@ print(OrtCaptioner(folder, {dtype_arg}).caption_files(["photo.jpg"]))
 ```"""
 
 
+def _vocab_line(info: dict) -> str:
+    vocab = info.get("caption_vocab")
+    if not vocab:
+        return ""
+    return (f"\nIt generates only the {vocab['tokens']:,} tokens (of {vocab['of']:,}) its training captions use: the decoder "
+            "computes its output head for those alone and scores every other token -1e4.\n")
+
+
 def write_card(folder: Path, source: Path, info: dict) -> None:
     bases = _base_models(source)
     front = ["---", "library_name: transformers.js", "pipeline_tag: image-to-text", "tags:", "  - image-captioning",
@@ -92,7 +100,7 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
 A prefix-conditioning captioner (SigLIP vision encoder -> projector -> Llama-family decoder) exported by
 distilvit-web for stock [transformers.js](https://huggingface.co/docs/transformers.js)
 ({C.TRANSFORMERS_JS_VERSION}), `{info['layout']}` layout. Everything runs on the device; no image leaves it.
-
+{_vocab_line(info)}
 ## Usage in JavaScript
 
 {js}

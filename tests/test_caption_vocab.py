@@ -87,6 +87,8 @@ def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transforme
     export = tmp_path / "restricted"
     info = export_model(merged, export, layout=layout, quantize="q8", agreement_images=0)
     assert info["caption_vocab"] == {"tokens": len(ids), "of": json.loads((merged / "config.json").read_text())["text_config"]["vocab_size"]}
+    assert f"generates only the {len(ids)} tokens" in (export / "README.md").read_text()
+    assert caption_vocab.CONFIG_KEY not in json.loads((export / "config.json").read_text())  # the graph applies it
     folder = tmp_path / "images"
     folder.mkdir()
     paths = []
