@@ -85,7 +85,7 @@ def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transforme
 
     merged, ids, _, images = restricted
     export = tmp_path / "restricted"
-    info = export_model(merged, export, layout=layout, quantize="q8", agreement_images=0)
+    info = export_model(merged, export, layout=layout, agreement_images=0)  # fp32: the graph's arithmetic is the point
     assert info["caption_vocab"] == {"tokens": len(ids), "of": json.loads((merged / "config.json").read_text())["text_config"]["vocab_size"]}
     assert f"generates only the {len(ids)} tokens" in (export / "README.md").read_text()
     assert caption_vocab.CONFIG_KEY not in json.loads((export / "config.json").read_text())  # the graph applies it
@@ -102,6 +102,8 @@ def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transforme
     graphs = next(r for r in report["results"] if r["runtime"] == "onnxruntime")["graphs"]
     assert graphs["decoder_model_merged"]["first_step_logits"]["max_abs_diff"] < 1e-3  # masked ids compared too
 
+    if layout == "llava":
+        return  # the head is the same module in both layouts: compared once, below
     # the same model exported with its full head: equal logits on the kept ids, MASKED_LOGIT on all others
     full_merged = tmp_path / "full-merged"
     shutil.copytree(merged, full_merged)
@@ -109,7 +111,7 @@ def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transforme
     del config[caption_vocab.CONFIG_KEY]
     (full_merged / "config.json").write_text(json.dumps(config))
     full = tmp_path / "full"
-    export_model(full_merged, full, layout=layout, quantize="q8", agreement_images=0)
+    export_model(full_merged, full, layout=layout, agreement_images=0)
     raw = np.concatenate([raw_tensor(decode_rgba(p)).numpy() for p in paths])  # [B, 4, H, W]
     restricted_logits = OrtCaptioner(export, "fp32").generate(raw, 1).first_logits
     full_logits = OrtCaptioner(full, "fp32").generate(raw, 1).first_logits
