@@ -304,14 +304,16 @@ def interleaved_chromium(exports: dict[str, Path], image: Path, tokens: int, rep
 
 
 def _variant_models() -> dict[str, dict]:
-    """The real-size variants timed beside ours: folder stem, vision-tower fields, caption vocabulary size, text."""
+    """The real-size variants timed beside ours: folder stem, vision-tower fields, caption vocabulary size, name and
+    description (formatted with the variant's config)."""
     from distilvit.realsize import CAPTION_VOCAB_TOKENS, FEWER_TOKENS
 
     return {
         "fewer_tokens": {"stem": "realsize-64", "vision": FEWER_TOKENS, "vocab": CAPTION_VOCAB_TOKENS,
+                         "name": "{tokens} image tokens",
                          "description": "our model with a {size} px vision tower in {patch} px patches (the shape of "
                                         "google/siglip2-base-patch32-256: `train --preset smollm-135m-fast`)"},
-        "full_vocab": {"stem": "realsize-fullvocab", "vision": None, "vocab": 0,
+        "full_vocab": {"stem": "realsize-fullvocab", "vision": None, "vocab": 0, "name": "full vocabulary",
                        "description": "our model without a caption vocabulary (`train --full-vocab`): the output head "
                                       "computes all {vocab} tokens at every step"},
     }
@@ -331,12 +333,12 @@ def bench_variants(workdir: Path, names: list[str], pixels: np.ndarray, image: P
         prepare_realsize(merged, export_dir, "q8", vision=spec["vision"], caption_vocab_tokens=spec["vocab"])
         config = AutoConfig.from_pretrained(merged)
         v = config.vision_config
-        label = {"fewer_tokens": f"{config.image_seq_length} image tokens", "full_vocab": "full vocabulary"}[name]
+        fields = {"tokens": config.image_seq_length, "size": v.image_size, "patch": v.patch_size,
+                  "vocab": f"{config.text_config.vocab_size:,}"}
         exports[name] = export_dir
         variants[name] = {
-            "name": label, "image_tokens": config.image_seq_length,
-            "description": spec["description"].format(size=v.image_size, patch=v.patch_size,
-                                                      vocab=f"{config.text_config.vocab_size:,}"),
+            "name": spec["name"].format(**fields), "image_tokens": config.image_seq_length,
+            "description": spec["description"].format(**fields),
             "flops": model_flops(config), "paired": [],
             "results": [{"runtime": "onnxruntime", "dtype": "q8",
                          **isolated(bench_onnxruntime, export_dir, "q8", pixels, tokens, repeats)}]}

@@ -34,14 +34,10 @@ def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[i
     """Sorted ids of `captions` tokenized as the training collator does (no special tokens, cut at max_length), plus
     EOS (every caption ends with it) and BOS (the decoder's first input)."""
     ids = {tokenizer.eos_token_id, tokenizer.bos_token_id}
-    batch = []
-    for caption in captions:
-        batch.append(caption)
-        if len(batch) == 4096:
-            ids.update(i for row in tokenizer(batch, add_special_tokens=False)["input_ids"] for i in row[:max_length])
-            batch = []
-    if batch:
-        ids.update(i for row in tokenizer(batch, add_special_tokens=False)["input_ids"] for i in row[:max_length])
+    captions = list(captions)
+    for start in range(0, len(captions), 4096):  # batches: one call per caption is slow, one for all holds them all
+        rows = tokenizer(captions[start : start + 4096], add_special_tokens=False)["input_ids"]
+        ids.update(i for row in rows for i in row[:max_length])
     return sorted(i for i in ids if i is not None)
 
 

@@ -115,10 +115,10 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
     model = load_model_files(path).eval()
     vocab = caption_vocab.of(model.config)
     if vocab:
-        tok = json.loads((path / "generation_config.json").read_text())
+        gen = model.generation_config
         try:
             caption_vocab.check(vocab, model.config.text_config.vocab_size,
-                                {"BOS": tok.get("bos_token_id"), "EOS": tok.get("eos_token_id")})
+                                {"BOS": gen.bos_token_id, "EOS": gen.eos_token_id})
         except ValueError as err:
             raise UserError(f"{path}/config.json: {err}. Train again, or delete caption_vocab from config.json to "
                             "export the full vocabulary") from None
@@ -201,6 +201,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     check_replaceable(output, overwrite, C.EXPORT_CONFIG, "export")  # before minutes of work
     source = resolve_model_dir(model_dir, merge_if_needed=True)
     model = load_model(source)
+    vocab = caption_vocab.of(model.config)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
     graphs = C.GRAPHS[layout]
@@ -246,8 +247,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "per_graph_dtypes": plan.mix or None,
             "graphs": list(graphs),
             "decoder_graph": DECODER_GRAPH,
-            "caption_vocab": ({"tokens": len(caption_vocab.of(model.config)), "of": model.config.text_config.vocab_size}
-                              if caption_vocab.of(model.config) else None),
+            "caption_vocab": {"tokens": len(vocab), "of": model.config.text_config.vocab_size} if vocab else None,
             "exporter_digest": exporter_digest(),
             "slimmed": slimmed,
             "onnx_opset": C.ONNX_OPSET,
