@@ -17,11 +17,14 @@ This module knows nothing about training loops, ONNX or browsers.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor
+
+from distilvit.errors import UserError
 
 CONFIG_KEY = "caption_vocab"
 FILE = "caption_vocab.json"  # written by train beside train_config.json
@@ -42,13 +45,32 @@ def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[i
 
 
 def save(run_dir: Path, ids: list[int], vocab_size: int, captions: int) -> None:
+    """Write RUN/caption_vocab.json whole or not at all (an interrupted write leaves the old file or none)."""
     data = {"token_ids": ids, "tokens": len(ids), "of_vocab_size": vocab_size, "from_captions": captions}
-    (Path(run_dir) / FILE).write_text(json.dumps(data) + "\n")
+    path = Path(run_dir) / FILE
+    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    os.replace(tmp, path)
 
 
 def load(run_dir: Path) -> list[int] | None:
+    """The run's caption vocabulary, None when the run has none (--full-vocab, or older than this file). UserError
+    when the file is not one `save` wrote (hand-edited, truncated): merging or resuming on a wrong vocabulary would
+    build a different model from the one trained."""
     path = Path(run_dir) / FILE
-    return json.loads(path.read_text())["token_ids"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        ids = json.loads(path.read_text())["token_ids"]
+        valid = isinstance(ids, list) and bool(ids) and all(type(i) is int and i >= 0 for i in ids)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise UserError(f"{path} is not a caption vocabulary written by train (JSON with a non-empty 'token_ids' "
+                        f"list of token ids): restore it (a merged model of this run holds the same ids as "
+                        f"'{CONFIG_KEY}' in its config.json), or, if the run is unfinished, delete it and "
+                        f"`distilvit-web train --resume` writes it again from the training captions")
+    return ids
 
 
 def of(config) -> list[int] | None:

@@ -141,3 +141,21 @@ def test_export_refuses_a_vocabulary_without_eos(short_run, tmp_path):
     with pytest.raises(UserError, match=r"config.json: caption_vocab lacks EOS.*delete caption_vocab"):
         export_model(merged, tmp_path / "out", agreement_images=0)
     assert not (tmp_path / "out").exists()
+
+
+
+@pytest.mark.parametrize("text", [b'{"tokens": 3}', b'{"token_ids": ["a"]}', b'{"token_ids": []}', b"\xff\xfe"])
+def test_a_damaged_vocabulary_file_is_a_user_error(tmp_path, text):
+    (tmp_path / caption_vocab.FILE).write_bytes(text)
+    with pytest.raises(UserError, match="is not a caption vocabulary written by train"):
+        caption_vocab.load(tmp_path)
+
+
+def test_merge_refuses_a_truncated_vocabulary_file_and_writes_nothing(short_run, tmp_path):
+    from test_cli import assert_user_error, run_cli
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run, ignore=shutil.ignore_patterns("merged"))
+    (run / caption_vocab.FILE).write_text('{"token_ids": [1, 2')  # as an interrupted hand edit leaves it
+    assert_user_error(run_cli("merge", str(run)), f"{run / caption_vocab.FILE} is not a caption vocabulary", "--resume")
+    assert not (run / "merged").exists()
