@@ -22,6 +22,11 @@ def test_floor_is_measured():
     floor = measure_floor(repeats=2)
     assert floor["memory_bandwidth_gbs"] > 0.1 and floor["matmul_gflops"] > 0.1 and floor["int8_gemm_gops"] > 0.1
     assert floor["threads"] == (os.cpu_count() or 1)  # the threads onnxruntime uses by default
+    # a floor is the best of the ways measured (a runtime beating one way must not sit "below the floor")
+    assert set(floor["matmul_gflops_by"]) == {"torch_mm_1024", "onnxruntime_matmul"}
+    assert floor["matmul_gflops"] == max(floor["matmul_gflops_by"].values())
+    assert set(floor["memory_bandwidth_by"]) == {"copy_read_write", "sum_read"}
+    assert floor["memory_bandwidth_gbs"] == max(floor["memory_bandwidth_by"].values())
     floors = stage_floors({"encoder": 2e9, "prefill": 4e9}, floor, {"q8": 1.0, "fp32": 4.0})
     # q8 stages are bounded by the int8 GEMM rate, the rest by fp32's: the same FLOPs, each its own rate
     assert floors["encoder_ms"]["q8"] == pytest.approx(2e9 / (floor["int8_gemm_gops"] * 1e9) * 1e3)
@@ -58,6 +63,7 @@ def test_runtimes_report_stages_and_memory(short_run, tmp_path):
               "platform": "test", "created": "now", "image_tokens": n, "image_size": 64, "patch_size": 8}
     text = bench_report.markdown(report, "plot.png")
     assert "| onnxruntime | fp32 |" in text and "x PyTorch" in text and "Other architectures" not in text
+    assert "sum (read only)" in text and "onnxruntime MatMul" in text  # each floor rate names the ways it is the best of
     # another architecture's row is printed beside ours of the same runtime and dtype, with its ratio to ours
     halved = {**ort_times, "total_ms": ort_times["total_ms"] / 2}
     report["variants"] = [{"name": "fewer", "description": "a quarter of the tokens", "image_tokens": n // 4,
