@@ -73,8 +73,9 @@ def decode_rgba(source: Path | Image.Image, max_pixels: int | None = DEFAULT_MAX
         with Image.open(path) as image:
             _check_size(image.size, max_pixels, str(path))
             return _to_rgba(_first_frame_upright(image))
-    except Image.DecompressionBombError as err:
-        raise ImageTooLarge(f"image {path} is too large to decode safely ({err}); raise the limit with "
+    except Image.DecompressionBombError as err:  # over twice Pillow's own limit: refused before we see its size
+        limit = f"over the limit of {max_pixels:,} pixels" if max_pixels else "too large to decode safely"
+        raise ImageTooLarge(f"image {path} is {limit} ({err}); shrink it or raise the limit with "
                             "--max-image-pixels if it is meant to be this large") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err

@@ -110,6 +110,30 @@ def test_pixel_limit_is_one_clear_error(tmp_path):
         decode_rgba(broken)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG holding only its header: what a decompression bomb shows before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def test_an_image_over_twice_pillows_limit_names_ours(tmp_path, monkeypatch):
+    """Pillow refuses headers over twice its MAX_IMAGE_PIXELS (~179 MP) inside Image.open, before our own check."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after: a limit above raises it
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header(20_000, 10_000))  # claims 200 megapixels in 45 bytes
+    with pytest.raises(UserError, match=r"bomb.png is over the limit of 50,000,000 pixels .*--max-image-pixels"):
+        decode_rgba(bomb, max_pixels=50_000_000)
+    with pytest.raises(UserError, match=r"bomb.png is too large to decode safely .*--max-image-pixels"):
+        decode_rgba(bomb, max_pixels=None)  # training's path: no limit of ours, Pillow's still holds
+    with pytest.raises(UserError, match=r"cannot read image .*bomb.png"):  # allowed, then found to hold no pixels
+        decode_rgba(bomb, max_pixels=300_000_000)
+
+
 def test_training_batches_and_captioning_share_the_path(variants):
     """The collator's pixel values are model_pixels of the decoded image: the same as captioning and the graph."""
     prepare = PixelPreparer(32, MEAN, STD)
