@@ -89,6 +89,9 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
         page.route("**/*", only_local)
         page.goto(server)
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Model loaded')", timeout=120_000)
+        cores = page.evaluate("navigator.hardwareConcurrency")
+        runs_on = f"WASM, {cores} thread{'' if cores == 1 else 's'}"  # every core: the page is cross-origin isolated
+        assert f"({runs_on})" in page.text_content("#status") and page.is_hidden("#note")
         for dtype in ("fp32", "q8"):
             page.select_option("#dtype", dtype)
             page.wait_for_function("document.getElementById('status').textContent.startsWith('Model loaded')", timeout=120_000)
@@ -96,10 +99,37 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
             page.set_input_files("#file", str(path))
             page.wait_for_function("document.getElementById('caption').textContent.length > 0", timeout=120_000)
             assert page.text_content("#caption") == expected, dtype
+            assert f"on {runs_on};" in page.text_content("#timing")
             assert page.is_hidden("#error")
             page.screenshot(path=str(ARTIFACTS / f"demo-{dtype}.png"))
         browser.close()
     assert outside == [], f"requests outside the local server: {outside}"
+
+
+def test_a_page_without_cross_origin_isolation_says_it_runs_on_one_thread(server):
+    """Behind a static host that sends no COOP/COEP headers (GitHub Pages, `python -m http.server`) WebAssembly
+    cannot use threads; the page still captions, on one thread, and says why and what to change."""
+    from playwright.sync_api import sync_playwright
+
+    isolation = ("cross-origin-opener-policy", "cross-origin-embedder-policy")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+
+        def without_isolation(route):  # the demo's own files, as a host without those headers serves them
+            if route.request.resource_type != "document":
+                return route.continue_()
+            response = route.fetch()
+            route.fulfill(response=response, headers={k: v for k, v in response.headers.items() if k.lower() not in isolation})
+
+        page.route("**/*", without_isolation)
+        page.goto(server)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model loaded')", timeout=120_000)
+        assert page.evaluate("self.crossOriginIsolated") is False
+        assert "(WASM, 1 thread)" in page.text_content("#status")
+        assert page.is_visible("#note") and "not cross-origin isolated" in page.text_content("#note")
+        assert page.is_hidden("#error")
+        browser.close()
 
 
 def test_a_second_page_load_takes_the_model_from_the_browser_cache(server):

@@ -8,6 +8,7 @@ let loadId = 0; // answers to an older load are ignored
 let pending = null; // image waiting for the model to load
 let captionId = 0; // answers to an older caption are ignored: a late answer never lands under a newer image
 let loadMs = null; // the current model's load time, shown beside each caption's time
+let runsOn = ''; // where the current model runs: 'WebGPU' or 'WASM, N threads'
 
 function status(text) { $('status').textContent = text; }
 function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
@@ -22,14 +23,17 @@ worker.onmessage = ({ data }) => {
     if (data.id !== loadId) return;
     ready = true;
     loadMs = data.ms;
+    runsOn = data.device === 'webgpu' ? 'WebGPU' : `WASM, ${data.threads} thread${data.threads === 1 ? '' : 's'}`;
     $('progress').hidden = true;
-    status(`Model loaded in ${(data.ms / 1000).toFixed(1)} s.`);
+    // WebAssembly threads need a cross-origin isolated page; say why a page elsewhere uses one core
+    $('note').hidden = data.device === 'webgpu' || data.isolated;
+    status(`Model loaded in ${(data.ms / 1000).toFixed(1)} s (${runsOn}).`);
     if (pending) { const image = pending; pending = null; caption(image); }
   } else if (data.type === 'caption') {
     if (data.id !== captionId) return;
     $('progress').hidden = true;
     $('caption').textContent = data.text;
-    $('timing').textContent = `(caption ${Math.round(data.ms)} ms; model load ${(loadMs / 1000).toFixed(1)} s, once)`;
+    $('timing').textContent = `(caption ${Math.round(data.ms)} ms on ${runsOn}; model load ${(loadMs / 1000).toFixed(1)} s, once)`;
     status('');
   } else if (data.type === 'error') {
     if ((data.kind === 'load' && data.id !== loadId) || (data.kind === 'caption' && data.id !== captionId)) return;

@@ -1,7 +1,8 @@
 // Runs the model off the main thread so the page stays responsive. Messages are handled one at a time, in order
 // (a load never overlaps a caption), and every answer carries the id of the message it answers.
 // Messages in:  {type: 'load', id, model, layout, dtype, device} | {type: 'caption', id, image: Blob}
-// Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms} | {type: 'caption', id, text, ms}
+// Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms, device, threads, isolated}
+//               | {type: 'caption', id, text, ms}
 //               | {type: 'error', id, message}
 // All files come from the page's own server: transformers.js and the wasm from /vendor/, models from /models/.
 // `model` is the served path `NAME/vVERSION`: a new export of the same name has a new version, so the browser
@@ -14,8 +15,11 @@ env.allowLocalModels = true;
 env.localModelPath = '/models/';
 env.useBrowserCache = true;
 env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
-// every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md)
-env.backends.onnx.wasm.numThreads = self.navigator.hardwareConcurrency || 1;
+// every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md).
+// Threads need SharedArrayBuffer, which only a cross-origin isolated page has (COOP + COEP headers); elsewhere
+// WebAssembly runs on one thread, and the page says so (the 'ready' message carries what is used).
+const threads = self.crossOriginIsolated ? (self.navigator.hardwareConcurrency || 1) : 1;
+env.backends.onnx.wasm.numThreads = threads;
 
 let run = null; // async (RawImage) => caption text
 let dispose = null; // frees the loaded model's sessions
@@ -47,7 +51,7 @@ async function load({ id, model, layout, dtype, device }) {
     run = async (image) => (await captioner(image))[0].generated_text.trim();
     dispose = () => captioner.dispose();
   }
-  postMessage({ type: 'ready', id, ms: performance.now() - t0 });
+  postMessage({ type: 'ready', id, ms: performance.now() - t0, device, threads, isolated: self.crossOriginIsolated });
 }
 
 async function caption({ id, image: blob }) {
