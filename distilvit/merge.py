@@ -48,6 +48,12 @@ def build_base(config: TrainConfig, run_dir: Path) -> tuple[LlavaForConditionalG
     model.generation_config.max_new_tokens = config.max_length + 1  # caption tokens + EOS
     ids = caption_vocab.load(run_dir)  # written by train before the model is built; absent: the full vocabulary
     if ids:
+        try:
+            caption_vocab.check(ids, model.config.text_config.vocab_size, {})
+        except ValueError as err:
+            raise UserError(f"{Path(run_dir) / caption_vocab.FILE}: {err}; it is not the file train wrote for this "
+                            f"run's decoder: restore it (merged/config.json holds the same ids as "
+                            f"'{caption_vocab.CONFIG_KEY}')") from err
         setattr(model.config, caption_vocab.CONFIG_KEY, ids)
     return model, processor
 

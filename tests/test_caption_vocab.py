@@ -159,3 +159,16 @@ def test_merge_refuses_a_truncated_vocabulary_file_and_writes_nothing(short_run,
     (run / caption_vocab.FILE).write_text('{"token_ids": [1, 2')  # as an interrupted hand edit leaves it
     assert_user_error(run_cli("merge", str(run)), f"{run / caption_vocab.FILE} is not a caption vocabulary", "--resume")
     assert not (run / "merged").exists()
+
+
+def test_merge_refuses_ids_outside_the_decoders_vocabulary(short_run, tmp_path):
+    from distilvit.merge import merge_run
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run, ignore=shutil.ignore_patterns("merged"))
+    saved = json.loads((run / caption_vocab.FILE).read_text())
+    saved["token_ids"].append(saved["of_vocab_size"] + 5)  # an id the decoder does not have
+    (run / caption_vocab.FILE).write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"caption_vocab.json: caption_vocab must hold sorted unique ids in \[0, \d+\)"):
+        merge_run(run)
+    assert not (run / "merged").exists()
