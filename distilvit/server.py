@@ -53,6 +53,9 @@ VENDOR_FILES = {
     "transformers.min.js": "node_modules/@huggingface/transformers/dist/transformers.min.js",
     "ort-wasm-simd-threaded.asyncify.mjs": "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs",
     "ort-wasm-simd-threaded.asyncify.wasm": "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm",
+    # the plain build: WebAssembly only, what the demo loads for device wasm (web-demo/wasm-build.js)
+    "ort-wasm-simd-threaded.mjs": "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
+    "ort-wasm-simd-threaded.wasm": "node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
 }
 MIME = {".onnx": "application/octet-stream", ".onnx_data": "application/octet-stream", ".wasm": "application/wasm",
         ".mjs": "text/javascript", ".js": "text/javascript", ".json": "application/json", ".html": "text/html",

@@ -78,6 +78,8 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page()
+        wasm_files: list[str] = []
+        page.context.on("request", lambda r: r.url.endswith((".wasm", ".mjs")) and wasm_files.append(r.url.rsplit("/", 1)[-1]))
 
         def only_local(route):
             if route.request.url.startswith(server):
@@ -104,6 +106,8 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
             page.screenshot(path=str(ARTIFACTS / f"demo-{dtype}.png"))
         browser.close()
     assert outside == [], f"requests outside the local server: {outside}"
+    # device wasm loads onnxruntime-web's plain build (web-demo/wasm-build.js), never the larger asyncify one
+    assert set(wasm_files) == {"ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"}, wasm_files
 
 
 def test_a_page_without_cross_origin_isolation_says_it_runs_on_one_thread(server):

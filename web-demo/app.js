@@ -1,7 +1,8 @@
 // The page: picks model, dtype and device from what the server offers, takes an image (file, drop, paste,
 // sample), and shows the caption and its time. The model itself runs in worker.js.
 const $ = (id) => document.getElementById(id);
-const worker = new Worker('worker.js', { type: 'module' });
+let worker = null; // one per device: each loads its own onnxruntime-web build (wasm-build.js)
+let workerDevice = null;
 let models = [];
 let ready = false;
 let loadId = 0; // answers to an older load are ignored
@@ -13,7 +14,7 @@ let runsOn = ''; // where the current model runs: 'WebGPU' or 'WASM, N threads'
 function status(text) { $('status').textContent = text; }
 function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
 
-worker.onmessage = ({ data }) => {
+function onMessage({ data }) {
   if (data.type === 'progress') {
     if (data.id !== loadId) return;
     $('progress').hidden = false;
@@ -41,7 +42,16 @@ worker.onmessage = ({ data }) => {
     showError(data.message);
     status('');
   }
-};
+}
+
+function workerFor(device) {
+  if (worker && workerDevice === device) return worker;
+  if (worker) worker.terminate(); // its model and memory go with it
+  worker = new Worker('worker.js', { type: 'module' });
+  worker.onmessage = onMessage;
+  workerDevice = device;
+  return worker;
+}
 
 function load() {
   const model = models.find((m) => m.name === $('model').value);
@@ -55,7 +65,7 @@ function load() {
   ready = false;
   showError('');
   status(`Loading ${model.name} (${choice === 'mix' ? Object.values(dtype).join('/') : dtype}, ${device})...`);
-  worker.postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device });
+  workerFor(device).postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device });
 }
 
 function fillDtypes() {

@@ -5,15 +5,16 @@
 // window.bench(request) with request = {model, dtype (a string or {graph: dtype}), device, threads, image (url),
 // tokens, repeats} resolves to {load_ms, warmup_ms, caption_ms: [...], first_token_ms: [...], threads}.
 import { env, pipeline, RawImage } from '/vendor/transformers.min.js';
+import { wasmPathsFor } from './wasm-build.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = '/models/';
 env.useBrowserCache = false; // load time is the files' own, every run
-env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
 
 window.bench = async (request) => {
   env.backends.onnx.wasm.numThreads = request.threads; // before the first session: it applies to all of them
+  env.backends.onnx.wasm.wasmPaths = wasmPathsFor(request.device); // the build the demo loads for this device
   const t0 = performance.now();
   const captioner = await pipeline('image-to-text', request.model, { dtype: request.dtype, device: request.device });
   const loadMs = performance.now() - t0;

@@ -7,15 +7,16 @@
 //   pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens} resolves to {load_ms, device, results: [{image, end_to_end,
 //   model, ms, pixels: {dims, uint8_base64} | null, error}]}. It knows nothing about PyTorch.
 import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '/vendor/transformers.min.js';
+import { wasmPathsFor } from './wasm-build.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = '/models/';
 env.useBrowserCache = false; // every check loads the files as they are now
-env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
 env.backends.onnx.wasm.numThreads = self.navigator.hardwareConcurrency || 1;
 
 window.parity = async (request) => {
+  env.backends.onnx.wasm.wasmPaths = wasmPathsFor(request.device); // the build the demo loads for this device
   const pipelineLayout = request.layout === 'pipeline';
   const options = { dtype: request.dtype, device: request.device };
   const started = performance.now();

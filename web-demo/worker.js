@@ -9,12 +9,12 @@
 // cache (Cache Storage, which transformers.js keys by URL) never serves a stale one, and a reload of the same
 // export requests no model file at all.
 import { env, pipeline, AutoProcessor, AutoModelForImageTextToText, RawImage } from '/vendor/transformers.min.js';
+import { wasmPathsFor } from './wasm-build.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = '/models/';
 env.useBrowserCache = true;
-env.backends.onnx.wasm.wasmPaths = new URL('/vendor/', self.location.origin).href;
 // every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md).
 // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (COOP + COEP headers); elsewhere
 // WebAssembly runs on one thread, and the page says so (the 'ready' message carries what is used).
@@ -23,8 +23,15 @@ env.backends.onnx.wasm.numThreads = threads;
 
 let run = null; // async (RawImage) => caption text
 let dispose = null; // frees the loaded model's sessions
+let built = null; // the device whose onnxruntime-web build this worker loaded (app.js starts a worker per device)
 
 async function load({ id, model, layout, dtype, device }) {
+  if (built === null) {
+    env.backends.onnx.wasm.wasmPaths = wasmPathsFor(device); // read once, at the first session
+    built = device;
+  } else if (built !== device) {
+    throw new Error(`this worker runs ${built}; ${device} needs a new worker`);
+  }
   if (dispose) {  // the replaced model's sessions (and their wasm / GPU memory) go first
     const free = dispose;
     run = dispose = null;
