@@ -97,7 +97,7 @@ def quickstart(
 
 @app.command(help=COMMANDS["train"])
 def train(
-    preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.49-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
+    preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
     sample: Optional[int] = typer.Option(None, min=1, help="Use at most N training examples."),

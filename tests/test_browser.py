@@ -110,6 +110,38 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
     assert set(wasm_files) == {"ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"}, wasm_files
 
 
+def test_switching_device_starts_a_worker_on_that_devices_build(server, tmp_path):
+    """WASM and WebGPU need different onnxruntime-web builds, and a worker loads one: the demo starts a worker per
+    device. WebGPU here is Chromium's software adapter (correctness, not speed)."""
+    from playwright.sync_api import sync_playwright
+
+    from distilvit.browser_runtime import WEBGPU_FLAGS
+    from distilvit.synthetic import make_synthetic_splits
+
+    path = tmp_path / "test-image.png"
+    make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].save(path)
+    loaded = "(text) => document.getElementById('status').textContent.startsWith('Model loaded') && document.getElementById('status').textContent.includes(text)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[f for f in FLAGS if f != "--disable-gpu"] + WEBGPU_FLAGS)
+        page = browser.new_page()
+        wasm_files: list[str] = []
+        page.context.on("request", lambda r: r.url.endswith((".wasm", ".mjs")) and wasm_files.append(r.url.rsplit("/", 1)[-1]))
+        page.goto(server)
+        page.wait_for_function(loaded, arg="(WASM, ", timeout=120_000)
+        assert set(wasm_files) == {"ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"}, wasm_files
+        wasm_files.clear()
+        page.select_option("#device", "webgpu")
+        page.wait_for_function(loaded, arg="(WebGPU)", timeout=180_000)
+        assert set(wasm_files) == {"ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"}, wasm_files
+        page.set_input_files("#file", str(path))
+        page.wait_for_function("document.getElementById('caption').textContent.length > 0", timeout=180_000)
+        assert "on WebGPU;" in page.text_content("#timing")
+        page.select_option("#device", "wasm")  # back: a new worker again, on the plain build
+        page.wait_for_function(loaded, arg="(WASM, ", timeout=120_000)
+        assert page.is_hidden("#error"), page.text_content("#error")
+        browser.close()
+
+
 def test_a_page_without_cross_origin_isolation_says_it_runs_on_one_thread(server):
     """Behind a static host that sends no COOP/COEP headers (GitHub Pages, `python -m http.server`) WebAssembly
     cannot use threads; the page still captions, on one thread, and says why and what to change."""
