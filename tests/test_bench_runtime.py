@@ -4,6 +4,7 @@ the floor measurements, FLOP counts against a direct count, each runtime's timin
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 import time
@@ -119,16 +120,19 @@ def test_fewer_tokens_shape_has_64_image_tokens():
         siglip_config({"image_sizes": 256})
 
 
-def _touch(mib: int) -> bytearray:
-    block = bytearray(mib * 2**20)
-    block[::4096] = b"x" * len(block[::4096])
+def _touch(mib: int) -> mmap.mmap:
+    """`mib` MiB of fresh resident memory. An anonymous map, not a bytearray: malloc may hand a bytearray memory that
+    an earlier test freed and that is still resident (CI: 0.008 MiB more for a 64 MiB bytearray after other tests)."""
+    block = mmap.mmap(-1, mib * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
     return block
 
 
 @pytest.fixture
 def sampler_starved():
-    """The sampling thread gets no turn while the block runs, as on a loaded machine (CI once measured 0.008 MiB for
-    a 64 MiB block): the main thread keeps the interpreter until it waits, and it waits only at the block's end."""
+    """The sampling thread gets no turn while the block runs, as can happen on a loaded machine: the main thread keeps
+    the interpreter until it waits, and it waits only at the block's end."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(100.0)
     yield
@@ -142,7 +146,7 @@ def test_peak_memory_counts_what_is_held_at_exit(kernel_mark, sampler_starved):
             time.sleep(0.001)
         block = _touch(64)
     assert 60 < memory.mib < 64 + 32
-    del block
+    block.close()
 
 
 def test_peak_memory_counts_a_spike_freed_before_exit(sampler_starved):
@@ -153,8 +157,7 @@ def test_peak_memory_counts_a_spike_freed_before_exit(sampler_starved):
     with PeakMemory() as memory:
         while not memory.samples:
             time.sleep(0.001)
-        block = _touch(64)
-        del block
+        _touch(64).close()
     with PeakMemory() as held_nothing:
         pass
     assert memory.mib > 60 and held_nothing.mib < 16
