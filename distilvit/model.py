@@ -21,6 +21,7 @@ from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
+    PretrainedConfig,
     PreTrainedTokenizerBase,
     SiglipVisionConfig,
     SiglipVisionModel,
@@ -37,9 +38,9 @@ LLAMA_FAMILY = ("llama",)
 SIGLIP_TYPES = ("siglip", "siglip_vision_model")
 
 
-def _load_config(source: str, role: str):
+def _read_config(source: str, role: str, read):
     try:
-        return AutoConfig.from_pretrained(source)
+        return read(source)
     except (OSError, ValueError) as err:
         raise UserError(
             f"cannot read the {role} model config from {source!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}. "
@@ -48,15 +49,23 @@ def _load_config(source: str, role: str):
         ) from err
 
 
+def _load_config(source: str, role: str):
+    return _read_config(source, role, AutoConfig.from_pretrained)
+
+
 def check_encoder(source: str) -> SiglipVisionConfig:
-    """The SigLIP vision config behind `source` (a SigLIP model or a SigLIP vision model), or a UserError."""
-    config = _load_config(source, "encoder")
-    if config.model_type not in SIGLIP_TYPES:
+    """The SigLIP vision config behind `source` (a SigLIP model or a SigLIP vision model), or a UserError.
+
+    Read as a SiglipVisionConfig, never as the whole SiglipConfig: the text half of Google's SigLIP checkpoints (never
+    used here) keeps CLIP's BOS/EOS ids 49406/49407 beside a 32,000-token vocabulary, and transformers warns about
+    those ids ("may result in unexpected behavior") whenever that half is built."""
+    model_type = _read_config(source, "encoder", lambda s: PretrainedConfig.get_config_dict(s)[0]).get("model_type")
+    if model_type not in SIGLIP_TYPES:
         raise UserError(
-            f"--encoder-model {source!r} is a {config.model_type!r} model; distilvit-web needs a SigLIP vision "
+            f"--encoder-model {source!r} is a {model_type!r} model; distilvit-web needs a SigLIP vision "
             f"encoder (model_type one of {', '.join(SIGLIP_TYPES)}), e.g. google/siglip-base-patch16-224."
         )
-    return config.vision_config if config.model_type == "siglip" else config
+    return _read_config(source, "encoder", SiglipVisionConfig.from_pretrained)
 
 
 def check_decoder(source: str):

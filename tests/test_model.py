@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
 from PIL import Image
@@ -97,6 +101,23 @@ def test_decoder_as_encoder_is_refused(tiny_bases):
 def test_missing_model_folder_is_a_user_error(tmp_path, tiny_bases):
     with pytest.raises(UserError, match="decoder model config from .*nope"):
         build_captioner(tiny_bases[0], str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="encoder model config from .*nope"):
+        build_captioner(str(tmp_path / "nope"), tiny_bases[1])
+
+
+def test_the_real_siglip_config_is_read_as_its_vision_tower_without_warnings():
+    """google/siglip-base-patch16-224's own config.json (distilvit/hub_configs): the vision config train uses is the
+    one SiglipConfig holds, and reading it prints nothing (its text half, which draws transformers' warning about
+    BOS/EOS ids outside the vocabulary, is never built). In a subprocess: transformers warns once per process."""
+    from distilvit.realsize import ENCODER_ID, config_folder
+
+    folder = str(config_folder(ENCODER_ID))
+    script = ("import json, sys; from distilvit.model import check_encoder; "
+              "print(json.dumps(check_encoder(sys.argv[1]).to_dict(), sort_keys=True))")
+    result = subprocess.run([sys.executable, "-c", script, folder], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
+    assert json.loads(result.stdout) == json.loads(json.dumps(SiglipConfig.from_pretrained(folder).vision_config.to_dict()))
 
 
 def test_tokenizer_without_bos_and_pad_is_handled(tmp_path):
