@@ -1,4 +1,4 @@
-"""PyTorch captions: load a merged model (or a run's `merged/`), caption PIL images, score exact match.
+"""PyTorch captions: load a merged model (or a run's `merged/`), caption images (PIL, arrays or files), score exact match.
 
 Generation is `LlavaForConditionalGeneration.generate` on the prompt `[IMG] x N, BOS`, greedy unless beams are
 asked for, stopping at EOS; the image placeholder is suppressed by the saved generation config, and ids outside the
@@ -19,7 +19,8 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, LlavaForCo
 
 from distilvit import caption_vocab
 from distilvit.errors import UserError
-from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, decode_rgba
+from distilvit.data.images import images_in
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, check_image, decode_rgba
 from distilvit.prompt import prompt_ids
 
 MERGED_DIR = "merged"
@@ -41,7 +42,7 @@ class Captioner:
         return self.model.config.image_seq_length
 
     @torch.no_grad()
-    def generate_ids(self, images: list[Image.Image], max_new_tokens: int | None = None, num_beams: int = 1) -> list[list[int]]:
+    def generate_ids(self, images: list, max_new_tokens: int | None = None, num_beams: int = 1) -> list[list[int]]:
         """Generated token ids per image, cut after the first EOS (EOS excluded)."""
         pixel_values = self.pixels(images)  # [B, 3, S, S]
         device = next(self.model.parameters()).device
@@ -62,12 +63,16 @@ class Captioner:
             rows.append(row[: row.index(eos)] if eos in row else row)
         return rows
 
-    def caption(self, images: list[Image.Image], max_new_tokens: int | None = None, num_beams: int = 1, batch_size: int = 32) -> list[str]:
-        captions = []
+    def caption(self, images: list, max_new_tokens: int | None = None, num_beams: int = 1, batch_size: int = 32) -> list[str]:
+        """Captions of `images` (PIL images, decoded arrays or file paths), in order."""
+        return [c for batch in self.caption_batches(images, max_new_tokens, num_beams, batch_size) for c in batch]
+
+    def caption_batches(self, images: list, max_new_tokens: int | None = None, num_beams: int = 1, batch_size: int = 32):
+        """Yields the captions of each `batch_size` images as soon as they are made. File paths are decoded a batch at
+        a time, so memory holds one batch of decoded images whatever the number of files."""
         for start in range(0, len(images), batch_size):
             ids = self.generate_ids(images[start : start + batch_size], max_new_tokens, num_beams)
-            captions += [c.strip() for c in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return captions
+            yield [c.strip() for c in self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
 def resolve_model_dir(model_dir: Path, merge_if_needed: bool = False) -> Path:
@@ -117,6 +122,18 @@ def load_captioner(model_dir: Path, device: str | None = None) -> Captioner:
     if device:
         model.to(device)
     return Captioner(model, processor)
+
+
+def image_paths(arguments: list[Path], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[Path]:
+    """The files to caption: each argument that is a file, and the image files directly inside each that is a folder
+    (distilvit.data.images.images_in), in order. Each is checked by its header (exists, is an image, within
+    `max_pixels`) before any model loads; a UserError names the first that is not."""
+    paths = []
+    for argument in map(Path, arguments):
+        paths += images_in(argument, str(argument)) if argument.is_dir() else [argument]
+    for path in paths:
+        check_image(path, max_pixels)
+    return paths
 
 
 def open_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -22,7 +22,7 @@ COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
     "train": "Train the captioner (frozen SigLIP + projector + LoRA on a Llama decoder) and merge it.",
     "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
-    "caption": "Caption images with a merged model (PyTorch).",
+    "caption": "Caption image files and folders with a merged model (PyTorch): one PATH<TAB>CAPTION line per image, printed batch by batch.",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
@@ -188,7 +188,7 @@ def merge(
 @app.command(help=COMMANDS["caption"])
 def caption(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
-    images: list[Path] = typer.Argument(..., help="Image files to caption."),
+    images: list[Path] = typer.Argument(..., help="Image files, or folders whose image files (.png .jpg .jpeg .webp .bmp .gif) are captioned in name order."),
     num_beams: int = typer.Option(1, min=1, help="Beam search width (1 = greedy)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption in tokens (default: the model's generation config)."),
     batch_size: int = typer.Option(16, min=1, help="Images per generate() call."),
@@ -196,14 +196,17 @@ def caption(
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this (decoding takes 4 bytes per pixel; a small file can claim billions)."),
 ):
     _setup_logging()
-    from distilvit.caption import load_captioner, open_image
+    from distilvit.caption import image_paths, load_captioner
     from distilvit.device import inference_device
 
-    pictures = [open_image(p, max_image_pixels) for p in images]  # all checked before the model loads
+    paths = image_paths(images, max_image_pixels)  # every header checked before the model loads
     captioner = load_captioner(model_dir, device=inference_device(device))
     captioner.pixels.max_pixels = max_image_pixels
-    for path, text in zip(images, captioner.caption(pictures, max_new_tokens, num_beams, batch_size)):
-        typer.echo(f"{path}\t{text}")
+    done = 0
+    for texts in captioner.caption_batches(paths, max_new_tokens, num_beams, batch_size):  # decoded batch by batch
+        for path, text in zip(paths[done:], texts):
+            typer.echo(f"{path}\t{text}")
+        done += len(texts)
 
 
 @app.command(help=COMMANDS["evaluate"])

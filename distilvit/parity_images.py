@@ -8,9 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from distilvit.data.images import images_in
 from distilvit.errors import UserError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}  # what browsers and sharp both decode
 
 
 @contextmanager
@@ -19,13 +18,7 @@ def collect_images(folder: Path | None, dataset: str | None, sample: int):
     if folder is not None and dataset is not None:
         raise UserError("pass --images or --dataset, not both")
     if folder is not None:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise UserError(f"--images {folder} is not a folder")
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
-            raise UserError(f"--images {folder} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        yield paths
+        yield images_in(folder, f"--images {folder}")
         return
     from PIL import Image
 

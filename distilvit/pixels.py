@@ -63,7 +63,17 @@ def decode_rgba(source: Path | Image.Image, max_pixels: int | None = DEFAULT_MAX
     if isinstance(source, Image.Image):
         _check_size(source.size, max_pixels, "an image")
         return _to_rgba(_first_frame_upright(source))
-    path = Path(source)
+    return _opened(Path(source), max_pixels, lambda image: _to_rgba(_first_frame_upright(image)))
+
+
+def check_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """What `decode_rgba` refuses that a file's header shows (missing, not an image, over `max_pixels`), without
+    decoding it: the same UserError. Damage further into the file shows only when it is decoded."""
+    _opened(Path(path), max_pixels, lambda image: None)
+
+
+def _opened(path: Path, max_pixels: int | None, use):
+    """`use(image)` on the opened file, its size checked first; every way of failing is a UserError naming it."""
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
     allow_large_png_text()
@@ -72,7 +82,7 @@ def decode_rgba(source: Path | Image.Image, max_pixels: int | None = DEFAULT_MAX
     try:
         with Image.open(path) as image:
             _check_size(image.size, max_pixels, str(path))
-            return _to_rgba(_first_frame_upright(image))
+            return use(image)
     except Image.DecompressionBombError as err:  # over twice Pillow's own limit: refused before we see its size
         limit = f"over the limit of {max_pixels:,} pixels" if max_pixels else "too large to decode safely"
         raise ImageTooLarge(f"image {path} is {limit} ({err}); shrink it or raise the limit with "

@@ -101,6 +101,55 @@ def test_corrupt_image_to_caption(tmp_path, short_run):
     assert_user_error(run_cli("caption", str(short_run), str(bad)), "cannot read image", str(bad))
 
 
+def test_caption_of_folders_is_the_caption_of_their_files(tmp_path, short_run):
+    """A folder is its image files in name order (other files and subfolders left alone), decoded a batch at a time;
+    the printed captions are those of the files named one by one, and of the PIL images in Python."""
+    from distilvit.caption import load_captioner, open_image
+    from photos import write_variants
+
+    variants = write_variants(tmp_path / "all")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("flower.jpg", "china.jpg", "rgba-ramp.png", "gray16.png", "exif-rotated.jpg"):
+        (folder / name).write_bytes(variants[name].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "deeper.png").write_bytes(variants["gray.jpg"].read_bytes())
+    lone = variants["cmyk.jpg"]
+    in_order = sorted(p for p in folder.iterdir() if p.suffix != ".txt" and p.is_file())
+
+    by_folder = run_cli("caption", str(short_run), str(folder), str(lone), "--batch-size", "2")
+    by_file = run_cli("caption", str(short_run), *map(str, in_order + [lone]), "--batch-size", "4")
+    assert by_folder.returncode == 0 and by_file.returncode == 0, (by_folder.stderr[-2000:], by_file.stderr[-2000:])
+    captioner = load_captioner(short_run)
+    expected = captioner.caption([open_image(p) for p in in_order + [lone]])
+    lines = [f"{p}\t{c}" for p, c in zip(in_order + [lone], expected)]
+    assert by_folder.stdout.splitlines() == by_file.stdout.splitlines() == lines
+
+
+def test_caption_prints_the_batches_before_a_file_damaged_past_its_header(tmp_path, short_run):
+    from photos import sample_files
+
+    china, flower = sample_files()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(flower.read_bytes())
+    (folder / "b.jpg").write_bytes(china.read_bytes()[: china.stat().st_size // 2])  # header intact, data cut
+    result = run_cli("caption", str(short_run), str(folder), "--batch-size", "1")
+    assert_user_error(result, "cannot read image", str(folder / "b.jpg"))
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(folder / "a.jpg")]
+
+
+def test_caption_refuses_a_folder_without_images_before_loading_the_model(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    assert_user_error(run_cli("caption", str(tmp_path / "no-model"), str(folder)), str(folder), "holds no image files")
+    not_an_image = folder / "photo.png"
+    not_an_image.write_text("not a png")
+    assert_user_error(run_cli("caption", str(tmp_path / "no-model"), str(folder)), "cannot read image", str(not_an_image))
+
+
 def test_caption_of_a_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "img.png").write_bytes(b"")
     assert_user_error(run_cli("caption", str(tmp_path), str(tmp_path / "img.png")), str(tmp_path))
