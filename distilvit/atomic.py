@@ -1,4 +1,4 @@
-"""Write a folder all at once: build it under a temporary name beside the target, rename at the end.
+"""Write a folder (or a report file) all at once: build it under a temporary name beside the target, rename at the end.
 
 A crash or an error inside the block removes the temporary folder, so the target either does not exist or is
 complete. What `--overwrite` may replace is decided here: only a folder this toolkit wrote, recognised by its
@@ -26,9 +26,54 @@ OWNER_FILE = ".owner"
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
+def check_creatable(target: Path, what: str) -> None:
+    """A UserError naming the obstacle when folder `target` could not be made where it does not exist yet: a file
+    where one of the folders above it should be, or a nearest existing folder this user may not write in (the OS
+    says so for users other than root; what the OS refuses only when asked, such as /proc, shows when the folder is
+    made). Creates nothing."""
+    target = Path(target)
+    above = next((p for p in target.parents if p.exists() or p.is_symlink()), None)
+    if above is None or target.exists():
+        return
+    if not above.is_dir():
+        raise UserError(f"cannot write the {what} {target}: {above} is a file, not a folder; choose another path")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the {what} {target}: no permission to create folders in {above}; "
+                        "choose a folder you can write to")
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Before any work: a UserError when file `path` could not be written later, because a folder stands there or
+    its folder could not be made (`check_creatable`). An existing file is fine: `write_file` replaces it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"the {what} {path} is a folder; name a file")
+    check_creatable(path, what)
+
+
+def write_file(path: Path, text: str, what: str) -> None:
+    """`text` into file `path` whole, its folders made: written beside it under a temporary name and renamed, so an
+    earlier file is replaced only by a complete one. A UserError naming it when the OS refuses."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise UserError(f"cannot write the {what} {path}: {err.strerror or err}; choose a path you can write to") from err
+
+
 def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: str) -> None:
     """A UserError unless `target` may be written: absent, empty, or (with `overwrite`) a `what` holding `marker`."""
     target = Path(target)
+    check_creatable(target, what)
     resolved = target.resolve()
     cwd = Path.cwd().resolve()
     if resolved == cwd or resolved in cwd.parents or resolved == Path.home().resolve():

@@ -27,6 +27,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from distilvit import device as devices
 from distilvit import lora
+from distilvit.atomic import check_writable_file, write_file
 from distilvit.config import TrainConfig
 from distilvit.provenance import stamp
 from distilvit.realsize import text_config, vision_config
@@ -131,6 +132,8 @@ def bench_mode(mode: str, run_plan: devices.TrainPlan, steps: int, warmup: int, 
 def bench_train(device: str = "auto", precision: str = "auto", batch_size: int | None = None, steps: int = 5,
                 warmup: int = 2, modes: tuple[str, ...] = MODES, caption_tokens: int = 30,
                 gradient_checkpointing: bool = False, output: Path | None = None) -> dict:
+    if output:
+        check_writable_file(output, "bench report")  # before the timed steps
     run_plan = devices.plan(devices.detect(), device=device, precision=precision, per_device_batch=batch_size)
     run_plan = replace(run_plan, gradient_accumulation=1, effective_batch=run_plan.per_device_batch)
     log.info("benchmarking on %s, %s, batch %d", run_plan.machine, run_plan.precision, run_plan.per_device_batch)
@@ -149,5 +152,5 @@ def bench_train(device: str = "auto", precision: str = "auto", batch_size: int |
         **stamp(),
     }
     if output:
-        Path(output).write_text(json.dumps(report, indent=2) + "\n")
+        write_file(output, json.dumps(report, indent=2) + "\n", "bench report")
     return report

@@ -323,9 +323,13 @@ def verify_parity(
 ):
     _setup_logging()
     from distilvit import parity_report
+    from distilvit.atomic import check_writable_file
     from distilvit.parity import verify_parity as run_parity
     from distilvit.parity_images import collect_images
 
+    if report:
+        for path in (report, report.with_suffix(".md")):
+            check_writable_file(path, "parity report")  # before the captions are made
     with collect_images(images, dataset, sample) as paths:
         result = run_parity(export_dir, paths, model, _split_values([dtype]), _split_values([runtime]), max_new_tokens,
                             min_match, fp32_min_match, max_image_pixels=max_image_pixels)
@@ -358,16 +362,21 @@ def bench(
         return
     _setup_logging()
     from distilvit import bench_report
+    from distilvit.atomic import check_creatable, check_writable_file, write_file
     from distilvit.bench_runtime import run_bench
 
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    output.parent.mkdir(parents=True, exist_ok=True)  # docs/ need not exist where an installed toolkit runs
-    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens, full_vocab=full_vocab, peer=peer)
     plot = output.with_suffix(".png")
+    for path in (output, output.with_suffix(".json"), plot):  # docs/ need not exist where an installed toolkit runs
+        check_writable_file(path, "bench report")  # before the minutes of building and timing
+    check_creatable(workdir, "bench work folder")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens, full_vocab=full_vocab, peer=peer)
+    output.parent.mkdir(parents=True, exist_ok=True)
     bench_report.plot(report, plot)
-    output.write_text(bench_report.markdown(report, plot.name))
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    typer.echo(output.read_text())
+    markdown = bench_report.markdown(report, plot.name)
+    write_file(output, markdown, "bench report")
+    write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n", "bench report")
+    typer.echo(markdown)
 
 
 @bench_app.command("train", help=BENCH_COMMANDS["train"])

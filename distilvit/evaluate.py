@@ -11,6 +11,7 @@ import json
 import logging
 from pathlib import Path
 
+from distilvit.atomic import check_writable_file, write_file
 from distilvit.caption import Captioner, load_captioner
 from distilvit.metrics import all_scores
 
@@ -43,6 +44,8 @@ def evaluate_model(model_dir: Path, specs: list[str], split: str = "test", sampl
 
     from distilvit.device import inference_device
 
+    if output:
+        check_writable_file(output, "evaluation report")  # before minutes of captioning
     captioner = load_captioner(model_dir, device=inference_device(device))
     splits = load_caption_splits(specs, seed=seed, num_proc=num_proc)
     if split not in splits:
@@ -55,5 +58,5 @@ def evaluate_model(model_dir: Path, specs: list[str], split: str = "test", sampl
               "device": str(next(captioner.model.parameters()).device),
               "metrics": metrics, "examples": examples}
     if output:
-        Path(output).write_text(json.dumps(result, indent=2) + "\n")
+        write_file(output, json.dumps(result, indent=2) + "\n", "evaluation report")
     return result

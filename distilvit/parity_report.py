@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distilvit.atomic import write_file
+
 CARD_START = "<!-- distilvit-web parity -->"
 CARD_END = "<!-- /distilvit-web parity -->"
 
@@ -90,9 +92,9 @@ def markdown(report: dict) -> str:
 
 def write(report: dict, json_path: Path | None, markdown_path: Path | None) -> None:
     if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n")
+        write_file(json_path, json.dumps(report, indent=2) + "\n", "parity report")
     if markdown_path:
-        Path(markdown_path).write_text(markdown(report))
+        write_file(markdown_path, markdown(report), "parity report")
 
 
 def update_card(export_dir: Path, report: dict) -> None:

@@ -36,6 +36,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from distilvit import caption_vocab
 from distilvit import device as devices
 from distilvit import lora
+from distilvit.atomic import check_creatable
 from distilvit.caption import Captioner, load_captioner
 from distilvit.collate import CaptionCollator
 from distilvit.config import CONFIG_FILE, TrainConfig
@@ -135,6 +136,7 @@ def run_state(run_dir: Path) -> str:
 def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> str:
     """Decide what to do with the output folder: 'fresh', 'resume' or 'done'; refuse what would lose work."""
     out = Path(config.output_dir)
+    check_creatable(out, "training run")
     state = run_state(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out} is a file; choose a folder")
@@ -192,7 +194,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
     if main:
         if action == "fresh" and out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot write the training run {out}: {err.strerror or err}; "
+                            "choose a folder you can write to") from err
     try:
         return _train_in(out, config, splits, run_plan, state, resume=(action == "resume"))
     except BaseException:

@@ -116,6 +116,48 @@ def test_bad_arguments_end_in_one_error_line(args, needle):
     assert needle in one_error_line(cli(*args))
 
 
+OUTPUTS_UNDER_A_FILE = {  # every output a user names, each under a path whose folder is a file
+    "train": ["train", "--preset", "tiny", "--dataset", "synthetic", "--output-dir", "{blocked}/run"],
+    "export": ["export", "{run}", "--output", "{blocked}/export"],
+    "merge": ["merge", "{run}", "--output", "{blocked}/merged"],
+    "evaluate": ["evaluate", "{run}", "--dataset", "synthetic", "--output", "{blocked}/scores.json"],
+    "verify parity": ["verify", "parity", "{run}", "--report", "{blocked}/parity.json"],
+    "bench": ["bench", "--output", "{blocked}/benchmarks.md", "--workdir", "{tmp}/bench"],
+    "bench workdir": ["bench", "--output", "{tmp}/docs/benchmarks.md", "--workdir", "{blocked}/bench"],
+    "bench train": ["bench", "train", "--output", "{blocked}/train.json"],
+}
+
+
+@pytest.mark.parametrize("command", OUTPUTS_UNDER_A_FILE)
+def test_an_output_under_a_file_is_refused_before_any_work(command, short_run, tmp_path):
+    blocked = tmp_path / "notes.txt"
+    blocked.write_text("a file where the output's folder would be")
+    args = [a.format(blocked=blocked, run=short_run, tmp=tmp_path) for a in OUTPUTS_UNDER_A_FILE[command]]
+    line = one_error_line(cli(*args))
+    assert f"{blocked} is a file, not a folder" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing made, not even the other folders
+
+
+def test_reports_are_written_whole_into_folders_made_for_them(short_run, tmp_path):
+    import json
+
+    from distilvit.atomic import write_file
+
+    report = tmp_path / "results" / "2026" / "scores.json"
+    result = cli("evaluate", short_run, "--dataset", "synthetic", "--sample", "2", "--output", report)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(report.read_text())["num_images"] == 2
+    one_error_line_of_folder = one_error_line(cli("evaluate", short_run, "--dataset", "synthetic", "--output", tmp_path))
+    assert f"the evaluation report {tmp_path} is a folder" in one_error_line_of_folder
+    old = os.umask(0o022)
+    try:
+        write_file(report, "{}\n", "evaluation report")  # replaces the earlier file, leaves no temporary one
+    finally:
+        os.umask(old)
+    assert report.read_text() == "{}\n" and os.listdir(report.parent) == ["scores.json"]
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+
+
 def test_an_image_over_the_pixel_limit_is_one_error_line(short_run, tmp_path):
     from PIL import Image
 
