@@ -17,13 +17,13 @@ This module knows nothing about training loops, ONNX or browsers.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from transformers import LogitsProcessor
 
+from distilvit.atomic import write_file
 from distilvit.errors import UserError
 
 CONFIG_KEY = "caption_vocab"
@@ -47,10 +47,7 @@ def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[i
 def save(run_dir: Path, ids: list[int], vocab_size: int, captions: int) -> None:
     """Write RUN/caption_vocab.json whole or not at all (an interrupted write leaves the old file or none)."""
     data = {"token_ids": ids, "tokens": len(ids), "of_vocab_size": vocab_size, "from_captions": captions}
-    path = Path(run_dir) / FILE
-    tmp = path.with_name(f".{FILE}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, path)
+    write_file(Path(run_dir) / FILE, json.dumps(data) + "\n", "caption vocabulary")
 
 
 def load(run_dir: Path) -> list[int] | None:
