@@ -202,11 +202,9 @@ def caption(
     paths = image_paths(images, max_image_pixels)  # every header checked before the model loads
     captioner = load_captioner(model_dir, device=inference_device(device))
     captioner.pixels.max_pixels = max_image_pixels
-    done = 0
-    for texts in captioner.caption_batches(paths, max_new_tokens, num_beams, batch_size):  # decoded batch by batch
-        for path, text in zip(paths[done:], texts):
-            typer.echo(f"{path}\t{text}")
-        done += len(texts)
+    batches = captioner.caption_batches(paths, max_new_tokens, num_beams, batch_size)  # decoded batch by batch
+    for path, text in zip(paths, (text for batch in batches for text in batch)):
+        typer.echo(f"{path}\t{text}")
 
 
 @app.command(help=COMMANDS["evaluate"])
