@@ -2,54 +2,120 @@
 
 Two halves:
   decode   file or PIL image -> uint8 RGBA array [H, W, 4] (`decode_rgba`): the first frame, EXIF orientation
-           applied, 16-bit samples scaled to 8 bits, palette transparency expanded, CMYK converted, and a
-           pixel-count limit checked before anything is decoded. Browsers and sharp (transformers.js in Node)
-           decode by the same rules; tests/test_pixels.py measures how close they come on real photographs.
+           applied, an embedded ICC profile converted to sRGB (COLOUR_RULE: what browsers and sharp do),
+           16-bit samples scaled to 8 bits, palette transparency expanded, CMYK converted, and a pixel-count limit
+           checked before anything is decoded. Browsers and sharp (transformers.js in Node) decode by the same
+           rules; docs/parity.md has the measured differences per kind of photograph.
   prepare  raw pixels [B, C, H, W], float 0..255, C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) ->
-           normalised model input [B, 3, S, S] (`model_pixels`): transparency composited over white, an
+           normalised model input [B, 3, S, S] (`model_pixels`): transparency composited over white, a long
+           axis averaged down by an integer factor (`reduction`: 6S pixels or more -> 3S to 6S - 1), an
            antialiased bicubic resize to S x S (torch `interpolate(bicubic, antialias=True)`, Keys a = -0.5,
            half-pixel centres), then (x / 255 - mean) / std.
-The exported encoder graph starts with the same "prepare" in ONNX (export/pixel_graph.py: Gather, Resize with
-antialias=1, ...), and transformers.js is told to hand over the decoded pixels untouched (do_resize, do_rescale,
-do_normalize and do_convert_rgb all false), so every runtime resizes the same way instead of three different
-ways (PIL, sharp, canvas). This module knows nothing about models, datasets or ONNX.
+The exported encoder graph starts with the same "prepare" in ONNX (export/pixel_graph.py), and transformers.js is
+told to hand over the decoded pixels untouched (do_resize, do_rescale, do_normalize and do_convert_rgb all false),
+so every runtime resizes the same way instead of three different ways (PIL, sharp, canvas). The demo page may
+hand over an already reduced image (web-demo/decode.js: the same blocks, rounded to 8 bits), which the graph then
+leaves at factor 1. This module knows nothing about models, datasets or ONNX.
 """
 
 from __future__ import annotations
 
+import io
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from distilvit.data.images import allow_large_png_text
 from distilvit.errors import UserError
 from distilvit.limits import DEFAULT_MAX_PIXELS
 
 WHITE = 255.0
-RESIZE_RULE = "bicubic, antialiased (Keys a=-0.5, half-pixel centres; ONNX Resize antialias=1), to size x size"
+RESIZE_RULE = "bicubic, antialiased (Keys a=-0.5, half-pixel centres), to size x size"
+# The reduction keeps at least 3 x size pixels per axis: Pillow's `reducing_gap=3` ("indistinguishable from"
+# resampling the whole image in most cases). On a photograph upscaled to 4032 x 3024, size 224, against the direct
+# antialiased bicubic: max 0.021, mean 0.0013 in normalised units (gap 2: 0.057, 0.0034), 2026-12-03.
+REDUCE_GAP = 3
+REDUCE_RULE = ("before the resize, an axis of 6 x size pixels or more is averaged over whole blocks of "
+               "f = length // (3 size) pixels (centred; the at most f - 1 pixels left over are dropped)")
 
 
 class ImageTooLarge(UserError):
     pass
 
 
+COLOUR_RULE = ("an embedded ICC profile converts the pixels to sRGB (perceptual intent), as browsers and sharp "
+               "decode; no profile, or one that cannot be read or does not fit the image's channels: taken as sRGB")
+# The profile's colour space (ICC header) each Pillow mode can carry, and the mode the transform works in.
+_PROFILE_MODES = {"RGB ": {"RGB": "RGB", "RGBA": "RGB", "RGBX": "RGB"}, "GRAY": {"L": "L", "LA": "L"},
+                  "CMYK": {"CMYK": "CMYK"}}
+
+
+@lru_cache(maxsize=1)
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@lru_cache(maxsize=32)
+def _transform(icc: bytes, mode: str) -> tuple[ImageCms.ImageCmsTransform, str] | None:
+    """(transform to sRGB, the mode it takes) for `mode` pixels carrying profile `icc`; None where browsers ignore
+    the profile (unreadable, or a colour space the pixels do not have). Cached: a dataset's photos share a few."""
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        working = _PROFILE_MODES.get(profile.profile.xcolor_space, {}).get(mode)
+        if working is None:
+            return None
+        return ImageCms.buildTransform(profile, _srgb(), working, "RGB",
+                                       renderingIntent=ImageCms.Intent.PERCEPTUAL), working
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
+        return None
+
+
+def _to_srgb(image: Image.Image) -> Image.Image:
+    """`image` with its embedded ICC profile applied (COLOUR_RULE): RGB(A), gray(+alpha), palette or CMYK pixels
+    in that profile's space -> sRGB, alpha kept. Images without a usable profile are returned as they are."""
+    icc = image.info.get("icc_profile")
+    if not icc:
+        return image
+    if image.mode in _SIXTEEN_BIT_GRAY:
+        image = _high_byte(image)
+    elif image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    found = _transform(bytes(icc), image.mode)
+    if found is None:
+        return image
+    transform, working = found
+    converted = transform.apply(image.convert(working) if image.mode != working else image)  # RGB, in sRGB
+    if "A" in image.mode:
+        converted.putalpha(image.getchannel("A"))
+    return converted
+
+
 def _first_frame_upright(image: Image.Image) -> Image.Image:
+    """The first frame, EXIF orientation applied, in sRGB (`_to_srgb` last: its output carries no EXIF)."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
-    return ImageOps.exif_transpose(image) or image
+    return _to_srgb(ImageOps.exif_transpose(image) or image)
+
+
+_SIXTEEN_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _high_byte(image: Image.Image) -> Image.Image:
+    """8-bit gray from 16-bit gray: the high byte, as Chromium and sharp reduce 16-bit samples (Pillow's
+    convert("L") would clip every value above 255 to white)."""
+    gray = (np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(gray, "L")
 
 
 def _to_rgba(image: Image.Image) -> np.ndarray:
     """uint8 [H, W, 4] from any Pillow mode."""
     mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # 16-bit gray: the high byte, as Chromium and sharp reduce 16-bit samples (Pillow's convert("L") would
-        # clip every value above 255 to white).
-        gray = (np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        image = Image.fromarray(gray, "L")
+    if mode in _SIXTEEN_BIT_GRAY:
+        image = _high_byte(image)
     elif mode == "F":
         image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), "L")
     elif mode == "P" and "transparency" in image.info:
@@ -116,9 +182,30 @@ def composite(raw: torch.Tensor) -> torch.Tensor:
     return colour * alpha + WHITE * (1.0 - alpha)
 
 
+def reduction(length: int, size: int) -> tuple[int, int, int]:
+    """(factor, kept, start) of an image axis of `length` pixels before the resize to `size`: the integer factor
+    f = max(1, length // (3 size)) it is averaged down by, the `kept` = (length // f) * f pixels that fill whole
+    f-blocks, and the `start` of those, centred ((length - kept) // 2; at most f - 1 pixels are left out). Once
+    reduced, the axis has length // f pixels, between 3 size and 6 size - 1 when it had 6 size or more: the
+    bicubic then reads a bounded image, so a 12-megapixel photo costs the resize what a 1-megapixel one does."""
+    factor = max(1, length // (REDUCE_GAP * size))
+    kept = (length // factor) * factor
+    return factor, kept, (length - kept) // 2
+
+
+def reduce_area(colour: torch.Tensor, size: int) -> torch.Tensor:
+    """[B, 3, H // fh, W // fw]: the centred whole blocks of `colour` [B, 3, H, W] averaged (`reduction` per axis);
+    the image itself when both factors are 1. export/pixel_graph.py and web-demo/decode.js do the same."""
+    (fh, kh, top), (fw, kw, left) = reduction(colour.shape[2], size), reduction(colour.shape[3], size)
+    if fh == fw == 1:
+        return colour
+    blocks = colour[:, :, top : top + kh, left : left + kw].reshape(colour.shape[0], 3, kh // fh, fh, kw // fw, fw)
+    return blocks.mean(dim=(3, 5))  # [B, 3, H // fh, W // fw] (4x faster than avg_pool2d on a 12 MP photo)
+
+
 def model_pixels(raw: torch.Tensor, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
     """Normalised [B, 3, size, size] from raw [B, C, H, W] float 0..255."""
-    colour = composite(raw.float())
+    colour = reduce_area(composite(raw.float()), size)
     resized = F.interpolate(colour, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std)]).view(1, 3, 1, 1)
@@ -149,9 +236,9 @@ class PixelPreparer:
 
     def settings(self) -> dict:
         """What export_config.json records about the pixels."""
-        return {"size": self.size, "image_mean": self.mean, "image_std": self.std, "resize": RESIZE_RULE,
-                "alpha": "composited over white", "orientation": "EXIF orientation applied",
-                "decode": "first frame; 16-bit samples: high byte"}
+        return {"size": self.size, "image_mean": self.mean, "image_std": self.std, "reduce": REDUCE_RULE,
+                "resize": RESIZE_RULE, "alpha": "composited over white", "orientation": "EXIF orientation applied",
+                "colour": COLOUR_RULE, "decode": "first frame; 16-bit samples: high byte"}
 
     def prepare_raw(self, raw: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] from raw [B, C, H, W] float 0..255 (one size for the batch)."""

@@ -3,9 +3,10 @@
 The encoder is exported from PyTorch on normalised [B, 3, S, S] pixels and validated there; this module then
 renames that input and feeds it from a new `pixel_values` input [B, C, H, W] (float 0..255, C = 1..4, any size)
 through: the colour channels (Gather: [0, 1, 2], or [0, 0, 0] for gray), alpha over white when C is even
-(C = 2 or 4), an antialiased bicubic Resize to S x S (opset 18: antialias=1, cubic_coeff_a=-0.5,
-exclude_outside=1, half_pixel: what torch's `interpolate(bicubic, antialias=True)` computes, within 5e-5 of
-255), and x * 1/(255 std) - mean/std. Every node is named `pixels/...`: fp16 conversion keeps them float32
+(C = 2 or 4), the integer area reduction of a long axis (Slice to the centred whole blocks, Reshape, ReduceMean:
+`distilvit.pixels.reduction`), an antialiased bicubic resize to S x S as two MatMuls whose weights are built from
+the reduced size (what torch's `interpolate(bicubic, antialias=True)` computes, within 5e-5 of 255), and
+x * 1/(255 std) - mean/std. Every node is named `pixels/...`: fp16 conversion keeps them float32
 (quantize.modes). `validate_pixels` checks the finished graph against `model_pixels` + the stock model on raw
 images of every channel count and on up- and downscales. This module knows nothing about layouts or dtypes.
 """
@@ -18,6 +19,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from distilvit.export import constants as C
+from distilvit.pixels import REDUCE_GAP
 from distilvit.quantize.modes import FLOAT32_NODE_PREFIX
 
 PREFIX = FLOAT32_NODE_PREFIX  # "pixels/": conversions leave these nodes float32
@@ -47,6 +49,7 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
         _const("half", 0.5, np.float32), _const("unit", 1.0, np.float32), _const("zero_f", 0.0, np.float32),
         _const("out_size", float(size), np.float32), _const("out_range", np.arange(size, dtype=np.float32).reshape(size, 1), np.float32),
         *_cubic_constants(),
+        _const("gap_size", [REDUCE_GAP * size]), _const("crop_axes", [2, 3]), _const("block_axes", [3, 5]),
         _const("white", [255.0], np.float32), _const("scale", scale, np.float32), _const("shift", shift, np.float32),
     ])
     p = lambda n: PREFIX + n  # noqa: E731
@@ -75,12 +78,24 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
         helper.make_node("Sub", [p("one_f"), p("alpha")], [p("clear")], name=p("Clear")),
         helper.make_node("Mul", [p("white"), p("clear")], [p("background")], name=p("Background")),
         helper.make_node("Add", [p("over"), p("background")], [p("composited")], name=p("Composite")),
-        # antialiased bicubic resize as two MatMuls with weights built from the image size: rows [S, H] then [S, W]
+        # a long axis averaged over whole f-blocks first (distilvit.pixels.reduction), so the resize reads at most
+        # (6S - 1) x (6S - 1) pixels whatever the photo's size: crop the centred whole blocks, reshape, mean
         helper.make_node("Slice", [p("shape"), p("two"), p("three")], [p("height")], name=p("Height")),
         helper.make_node("Slice", [p("shape"), p("three"), p("four")], [p("width")], name=p("Width")),
-        *_axis_weights("rows", p("height"), size),
-        *_axis_weights("cols", p("width"), size),
-        helper.make_node("MatMul", [p("rows/weights"), p("composited")], [p("rows_resized")], name=p("ResizeRows")),
+        *_axis_reduction("rows", p("height")),
+        *_axis_reduction("cols", p("width")),
+        helper.make_node("Concat", [p("rows/start"), p("cols/start")], [p("crop_starts")], axis=0, name=p("CropStarts")),
+        helper.make_node("Concat", [p("rows/end"), p("cols/end")], [p("crop_ends")], axis=0, name=p("CropEnds")),
+        helper.make_node("Slice", [p("composited"), p("crop_starts"), p("crop_ends"), p("crop_axes")], [p("cropped")],
+                         name=p("Crop")),
+        helper.make_node("Concat", [p("zero"), p("three"), p("rows/reduced"), p("rows/factor"), p("cols/reduced"),
+                                    p("cols/factor")], [p("blocks_shape")], axis=0, name=p("BlocksShape")),
+        helper.make_node("Reshape", [p("cropped"), p("blocks_shape")], [p("blocks")], name=p("Blocks")),  # [B, 3, h, fh, w, fw]
+        helper.make_node("ReduceMean", [p("blocks"), p("block_axes")], [p("reduced")], keepdims=0, name=p("Reduce")),
+        # antialiased bicubic resize as two MatMuls with weights built from the reduced size: rows [S, h], cols [S, w]
+        *_axis_weights("rows", p("rows/reduced"), size),
+        *_axis_weights("cols", p("cols/reduced"), size),
+        helper.make_node("MatMul", [p("rows/weights"), p("reduced")], [p("rows_resized")], name=p("ResizeRows")),
         helper.make_node("Transpose", [p("cols/weights")], [p("cols/weights_t")], perm=[1, 0], name=p("ColsT")),
         helper.make_node("MatMul", [p("rows_resized"), p("cols/weights_t")], [p("resized")], name=p("ResizeCols")),
         helper.make_node("Mul", [p("resized"), p("scale")], [p("scaled")], name=p("Scale")),
@@ -100,6 +115,23 @@ def _cubic_constants() -> list[onnx.TensorProto]:
     return [_const(name, value, np.float32) for name, value in
             (("a_plus_2", a + 2), ("a_plus_3", a + 3), ("a", a), ("five", 5.0), ("eight", 8.0), ("four_f", 4.0),
              ("two_f", 2.0))]
+
+
+def _axis_reduction(axis: str, length: str) -> list[onnx.NodeProto]:
+    """Nodes computing `<axis>/factor`, `/reduced`, `/start` and `/end` ([1] int64) of an input axis of `length`:
+    distilvit.pixels.reduction's f = max(1, n // 3S), n // f, and the centred [start, end) of the whole blocks."""
+    q = lambda n: f"{PREFIX}{axis}/{n}"  # noqa: E731
+    p = lambda n: PREFIX + n  # noqa: E731
+    mk = helper.make_node
+    return [
+        mk("Div", [length, p("gap_size")], [q("blocks_of_gap")], name=q("BlocksOfGap")),
+        mk("Max", [q("blocks_of_gap"), p("one")], [q("factor")], name=q("Factor")),
+        mk("Div", [length, q("factor")], [q("reduced")], name=q("Reduced")),
+        mk("Mul", [q("reduced"), q("factor")], [q("kept")], name=q("Kept")),
+        mk("Sub", [length, q("kept")], [q("left_over")], name=q("LeftOver")),
+        mk("Div", [q("left_over"), p("two")], [q("start")], name=q("Start")),
+        mk("Add", [q("start"), q("kept")], [q("end")], name=q("End")),
+    ]
 
 
 def _axis_weights(axis: str, length: str, size: int) -> list[onnx.NodeProto]:
@@ -146,7 +178,8 @@ def _axis_weights(axis: str, length: str, size: int) -> list[onnx.NodeProto]:
 
 
 def raw_cases(size: int, generator: torch.Generator) -> list[tuple[str, torch.Tensor]]:
-    """Raw images for validation: every channel count, a downscale, an upscale, non-square, batch 1 and 2."""
+    """Raw images for validation: every channel count, a downscale, an upscale, non-square, batch 1 and 2, and a
+    photo-sized image both of whose axes are area-reduced first (factors 4 and 2, with pixels left over)."""
     def image(batch, channels, height, width):
         return torch.randint(0, 256, (batch, channels, height, width), generator=generator).float()
 
@@ -156,4 +189,5 @@ def raw_cases(size: int, generator: torch.Generator) -> list[tuple[str, torch.Te
         ("gray 1x1x40x40", image(1, 1, 40, 40)),
         ("gray+alpha 1x2x50x31", image(1, 2, 50, 31)),
         (f"RGB 1x3x{size}x{size}", image(1, 3, size, size)),
+        (f"RGBA 1x4x{13 * size + 7}x{6 * size + 1} (area-reduced)", image(1, 4, 13 * size + 7, 6 * size + 1)),
     ]

@@ -69,3 +69,56 @@ def write_variants(folder: Path) -> dict[str, Path]:
     save("photo.webp", flower.resize((400, 267)), quality=90)
     return out
 
+
+
+# Colour profiles as cameras, phones and editors embed them. Debian's packages ship the real files (.ci/run installs
+# them: ghostscript's libgs-common, icc-profiles-free, colord-data); Display P3, which no Debian package ships, is
+# tests/fixtures/icc/display-p3.icc (see its README).
+ICC_DIR = Path("/usr/share/color/icc")
+PROFILES = {
+    "srgb": ICC_DIR / "sRGB.icc",                            # icc-profiles-free: an sRGB-tagged photo
+    "display-p3": Path(__file__).parent / "fixtures" / "icc" / "display-p3.icc",  # every recent phone
+    "adobe-rgb": ICC_DIR / "ghostscript" / "a98.icc",         # many cameras
+    "prophoto": ICC_DIR / "colord" / "ProPhotoRGB.icc",      # raw developers (ROMM RGB)
+    "gray": ICC_DIR / "ghostscript" / "sgray.icc",           # a gray PNG from an editor
+    "cmyk": ICC_DIR / "ghostscript" / "default_cmyk.icc",    # a print-ready CMYK JPEG (SWOP-like)
+}
+
+
+def missing_profiles() -> list[Path]:
+    return [p for p in PROFILES.values() if not p.is_file()]
+
+
+def _into(image: Image.Image, name: str, mode: str) -> Image.Image:
+    """The sRGB photograph's pixels converted into profile `name`'s colour space (as a camera writes them)."""
+    from PIL import ImageCms
+
+    srgb = ImageCms.createProfile("sRGB")
+    return ImageCms.profileToProfile(image, srgb, str(PROFILES[name]), outputMode=mode)
+
+
+def write_profiled(folder: Path) -> dict[str, Path]:
+    """Photographs carrying embedded ICC profiles, in the containers that carry them (JPEG APP2, PNG iCCP,
+    WebP ICCP): {name: path}. Needs the profile files (`missing_profiles()` says which are absent)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    china_file, flower_file = sample_files()
+    china, flower = Image.open(china_file).convert("RGB"), Image.open(flower_file).convert("RGB")
+    out: dict[str, Path] = {}
+
+    def save(name: str, image: Image.Image, profile: str, **options) -> None:
+        path = folder / name
+        image.save(path, icc_profile=PROFILES[profile].read_bytes(), **options)
+        out[name] = path
+
+    save("srgb-tagged.jpg", china, "srgb", quality=92)
+    save("display-p3.jpg", _into(flower, "display-p3", "RGB"), "display-p3", quality=92)
+    save("display-p3.png", _into(china.resize((320, 213)), "display-p3", "RGB"), "display-p3")
+    save("adobe-rgb.jpg", _into(china, "adobe-rgb", "RGB"), "adobe-rgb", quality=92)
+    save("prophoto.jpg", _into(flower, "prophoto", "RGB"), "prophoto", quality=95)
+    save("prophoto.webp", _into(china.resize((400, 267)), "prophoto", "RGB"), "prophoto", quality=90)
+    save("gray-profile.png", flower.convert("L"), "gray")
+    save("cmyk-profile.jpg", _into(china.resize((320, 213)), "cmyk", "CMYK"), "cmyk", quality=92)
+    rgba = _into(flower.crop((100, 50, 500, 350)), "adobe-rgb", "RGB").convert("RGBA")
+    rgba.putalpha(_alpha_ramp(rgba.size))
+    save("adobe-rgb-alpha.png", rgba, "adobe-rgb")
+    return out

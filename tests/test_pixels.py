@@ -16,7 +16,7 @@ from PIL import Image
 from distilvit.errors import UserError
 from distilvit.export.pixel_graph import prepend_pixels, raw_cases
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, decode_rgba, model_pixels, raw_tensor
-from photos import write_variants
+from photos import missing_profiles, write_variants
 
 MEAN, STD = [0.5, 0.45, 0.4], [0.5, 0.25, 0.3]
 
@@ -141,3 +141,74 @@ def test_training_batches_and_captioning_share_the_path(variants):
     batch = prepare(images)
     for i, image in enumerate(images):
         assert torch.equal(batch[i : i + 1], model_pixels(raw_tensor(decode_rgba(image)), 32, MEAN, STD))
+
+
+needs_profiles = pytest.mark.skipif(bool(missing_profiles()), reason=f"ICC profile files missing: {missing_profiles()} "
+                                    "(.ci/run installs Debian's libgs-common, icc-profiles-free and colord-data)")
+
+
+@needs_profiles
+def test_an_embedded_profile_is_converted_to_srgb(tmp_path):
+    """Photographs converted from sRGB into Display P3, Adobe RGB and ProPhoto and tagged with that profile decode
+    back to the sRGB photograph (lossless PNG; 8 bits in a wide gamut round to a few levels: measured max 1, 3 and 4,
+    mean 0.1-0.3); without the conversion they would be far off."""
+    from photos import PROFILES, sample_files
+
+    china = Image.open(sample_files()[0]).convert("RGB").resize((320, 213))
+    want = np.asarray(china, dtype=int)
+    for name in ("display-p3", "adobe-rgb", "prophoto"):
+        from photos import _into
+
+        path = tmp_path / f"{name}.png"
+        _into(china, name, "RGB").save(path, icc_profile=PROFILES[name].read_bytes())
+        got = decode_rgba(path)[..., :3].astype(int)
+        ignored = np.asarray(Image.open(path).convert("RGB"), dtype=int)  # the pixels as stored
+        assert np.abs(got - want).max() <= 5 and np.abs(got - want).mean() < 0.5, name
+        assert np.abs(ignored - want).mean() > 1, name  # the check would see a decoder that ignores the profile
+
+
+@needs_profiles
+def test_profiles_in_every_mode_and_broken_ones(tmp_path, variants):
+    from photos import write_profiled
+
+    photos = write_profiled(tmp_path / "profiled")
+    rgba = {name: decode_rgba(path) for name, path in photos.items()}
+    gray = rgba["gray-profile.png"]
+    assert np.array_equal(gray[..., 0], gray[..., 1]) and np.array_equal(gray[..., 1], gray[..., 2])  # still gray
+    alpha = np.asarray(Image.open(photos["adobe-rgb-alpha.png"]).getchannel("A"))
+    assert np.array_equal(rgba["adobe-rgb-alpha.png"][..., 3], alpha)  # transparency kept through the conversion
+    assert rgba["cmyk-profile.jpg"].shape == (213, 320, 4)
+    # a profile that cannot be read, or one for other channels than the image has, is ignored as browsers do
+    stored = Image.open(variants["china.jpg"])
+    stored.save(tmp_path / "garbage.jpg", icc_profile=b"not a profile" * 20, quality=95)
+    rgb_profile = Image.open(photos["adobe-rgb.jpg"]).info["icc_profile"]
+    stored.convert("L").save(tmp_path / "rgb-profile-on-gray.png", icc_profile=rgb_profile)
+    assert np.array_equal(decode_rgba(tmp_path / "garbage.jpg"), np.array(Image.open(tmp_path / "garbage.jpg").convert("RGBA")))
+    assert np.array_equal(decode_rgba(tmp_path / "rgb-profile-on-gray.png")[..., 0], np.asarray(stored.convert("L")))
+
+
+def test_a_phone_sized_photo_is_area_reduced_the_same_in_the_graph_and_in_torch(variants):
+    """A 12-megapixel photograph (scikit-learn's, upscaled to 4031 x 3023: pixels left over on both axes): the ONNX
+    pixel graph equals the torch rule, the resize reads a reduced image of 3S..6S - 1 pixels per axis, and what
+    the model sees stays close to the direct antialiased bicubic of the whole photo (the measured bound)."""
+    from distilvit.pixels import reduction
+
+    size = 224
+    photo = Image.open(variants["china.jpg"]).convert("RGB").resize((4031, 3023), Image.Resampling.BICUBIC)
+    raw = raw_tensor(np.array(photo.convert("RGBA")))
+    session = ort.InferenceSession(prepend_pixels(identity_encoder(size), size, MEAN, STD).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixel_values": raw.numpy()})[0]
+    want = model_pixels(raw, size, MEAN, STD)
+    assert np.abs(got - want.numpy()).max() < 1e-4
+    for length in (4031, 3023):
+        factor, kept, start = reduction(length, size)
+        assert 3 * size <= length // factor < 6 * size and kept == (length // factor) * factor and factor > 1
+        assert start == (length - kept) // 2 and 0 < length - kept < factor  # pixels are left over: both edges
+    direct = F.interpolate(raw[:, :3], size=(size, size), mode="bicubic", antialias=True)
+    direct = (direct / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    # measured 2026-12-03: mean 0.012, max 0.31 in these units (std down to 0.25): the block average and the
+    # dropped edge pixels (< f) move the image by a fraction of an output pixel. A resize without antialiasing is
+    # off by mean 0.097, max 1.85, so the bound still tells a right rule from a wrong one.
+    diff = (want - direct).abs()
+    assert diff.mean() < 0.03 and diff.max() < 0.6, (diff.mean(), diff.max())
