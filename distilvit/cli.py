@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from distilvit.errors import UserError
-from distilvit.limits import DEFAULT_MAX_PIXELS
+from distilvit.limits import DEFAULT_MAX_PIXELS, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 
 COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
@@ -314,14 +314,19 @@ def verify_parity(
     runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js (Node), chromium-wasm, chromium-webgpu (stock transformers.js in real Chromium via Playwright; WebGPU through Chromium's software adapter: correctness only)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption (default: the export's generation config)."),
     report: Optional[Path] = typer.Option(None, help="Write the JSON report here (a Markdown report beside it, .md)."),
-    min_match: float = typer.Option(0.0, help="Minimum caption exact-match rate (model parity) for dtypes other than fp32."),
-    fp32_min_match: float = typer.Option(1.0, help="Minimum exact-match rate for fp32."),
+    min_match: float = typer.Option(0.0, min=0.0, max=1.0, help="Minimum caption exact-match rate (model parity) for dtypes other than fp32."),
+    fp32_min_match: float = typer.Option(1.0, min=0.0, max=1.0, help="Minimum exact-match rate for fp32."),
+    end_to_end_min_match: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Minimum exact-match rate end to end (each runtime decoding the files itself), dtypes other than fp32 (default: --min-match)."),
+    fp32_end_to_end_min_match: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="The same for fp32 (default: --fp32-min-match)."),
+    pixel_max_diff: float = typer.Option(PIXEL_MAX_TOLERANCE, min=0.0, help="Every image's pixels from a JavaScript runtime's own decoding, prepared for the model, must be within this max abs difference of Python's (normalised units)."),
+    pixel_mean_diff: float = typer.Option(PIXEL_MEAN_TOLERANCE, min=0.0, help="... and within this mean abs difference."),
     update_card: bool = typer.Option(False, "--update-card", help="Add the summary table to the export's README.md."),
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
 ):
     _setup_logging()
     from distilvit import parity_report
     from distilvit.atomic import check_writable_file
+    from distilvit.parity import Targets
     from distilvit.parity import verify_parity as run_parity
     from distilvit.parity_images import collect_images
 
@@ -329,8 +334,10 @@ def verify_parity(
         for path in (report, report.with_suffix(".md")):
             check_writable_file(path, "parity report")  # before the captions are made
     with collect_images(images, dataset, sample) as paths:
+        targets = Targets(min_match, fp32_min_match, end_to_end_min_match, fp32_end_to_end_min_match, pixel_max_diff,
+                          pixel_mean_diff)
         result = run_parity(export_dir, paths, model, _split_values([dtype]), _split_values([runtime]), max_new_tokens,
-                            min_match, fp32_min_match, max_image_pixels=max_image_pixels)
+                            max_image_pixels=max_image_pixels, targets=targets)
     typer.echo(parity_report.table(result))
     if report:
         parity_report.write(result, report, report.with_suffix(".md"))

@@ -1,5 +1,5 @@
-"""Bounds every command applies to what users hand it, in one place (no heavy imports: the CLI reads them for
-its --help). docs/ state them as guarantees.
+"""Bounds every command applies to what users hand it, and the targets `verify parity` holds exports to, in one
+place (no heavy imports: the CLI reads them for its --help). docs/ state them as guarantees.
 """
 
 from __future__ import annotations
@@ -8,3 +8,9 @@ from __future__ import annotations
 # raises it). 50 megapixels: a 12000 x 4000 photograph passes, a decompression bomb (a few KB claiming
 # 20000 x 20000) does not. Decoding takes 4 bytes per pixel in Python, and a browser page ~12 more as float32.
 DEFAULT_MAX_PIXELS = 50_000_000
+
+# The same-pixels target (issue 13): the model input a runtime's own decoding leads to, against Python's, in
+# normalised units (-1..1 for SigLIP), per image. Browsers store canvas pixels with premultiplied alpha, which moves
+# half-transparent colours by a few levels: ~0.008 at most after compositing (docs/parity.md).
+PIXEL_MAX_TOLERANCE = 0.02
+PIXEL_MEAN_TOLERANCE = 0.002

@@ -30,8 +30,9 @@ from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.limits import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 from distilvit.metrics import caption_scores
-from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction
 from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -151,22 +152,23 @@ def check_onnxruntime(export_dir: Path, dtype: str, reference: Reference, tokeni
     return result
 
 
-def check_transformers_js(export_dir: Path, layout: str, dtype: str, reference: Reference, tokenizer, max_new_tokens: int) -> dict:
+def check_transformers_js(export_dir: Path, layout: str, dtype: str, reference: Reference, tokenizer, max_new_tokens: int,
+                          targets: "Targets") -> dict:
     from distilvit import node_runtime
 
     request = {"model_dir": str(export_dir.resolve()), "layout": layout, "dtype": dtype,
                "images": [str(p.resolve()) for p in reference.images], "max_new_tokens": max_new_tokens,
                "pixel_values": pixel_payload(reference.raw)}
-    return _token_entry(node_runtime.run_script("parity.mjs", request), reference, tokenizer)
+    return _token_entry(node_runtime.run_script("parity.mjs", request), reference, tokenizer, targets)
 
 
 def check_browser(export_dir: Path, runtime: str, layout: str, dtype: str, reference: Reference, tokenizer,
-                  max_new_tokens: int) -> dict:
+                  max_new_tokens: int, targets: "Targets") -> dict:
     """Stock transformers.js in real Chromium (WebAssembly or WebGPU), model and end-to-end parity."""
     from distilvit.browser_runtime import run_parity
 
     out = run_parity(export_dir, layout, dtype, runtime, reference.images, pixel_payload(reference.raw), max_new_tokens)
-    return _token_entry(out, reference, tokenizer)
+    return _token_entry(out, reference, tokenizer, targets)
 
 
 def pixel_payload(raw: list[np.ndarray]) -> list[dict]:
@@ -177,7 +179,7 @@ def pixel_payload(raw: list[np.ndarray]) -> list[dict]:
             for r in raw]
 
 
-def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
+def _token_entry(out: dict, reference: Reference, tokenizer, targets: "Targets") -> dict:
     """A report entry from a JavaScript runtime's token ids (model parity and end-to-end)."""
     results = out["results"]
     model_tokens = [r["model"] for r in results]
@@ -188,7 +190,8 @@ def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
     return {
         "model": compare_tokens(reference, model_tokens, decode(model_tokens)),
         "end_to_end": compare_tokens(reference, e2e_tokens, decode(e2e_tokens), errors),
-        "pixels": compare_pixels(reference, [r.get("pixels") for r in results], errors),
+        "pixels": compare_pixels(reference, [r.get("pixels") for r in results], errors, targets.pixel_max,
+                                 targets.pixel_mean),
         "graphs": None,  # the same files as onnxruntime; their outputs are compared there
         "captions": decode(e2e_tokens),
         "load_ms": out["load_ms"],
@@ -196,14 +199,10 @@ def _token_entry(out: dict, reference: Reference, tokenizer) -> dict:
     }
 
 
-# The same-pixels target (issue 13): the model input a runtime's own decoding leads to, against Python's, in
-# normalised units (-1..1 for SigLIP). Browsers store canvas pixels with premultiplied alpha, which moves
-# half-transparent colours by a few levels: ~0.008 at most after compositing (docs/parity.md).
-PIXEL_MAX_TOLERANCE = 0.02
-PIXEL_MEAN_TOLERANCE = 0.002
 
 
-def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list[str | None]) -> dict:
+def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list[str | None],
+                   max_tolerance: float = PIXEL_MAX_TOLERANCE, mean_tolerance: float = PIXEL_MEAN_TOLERANCE) -> dict:
     """Per image: the runtime's decoded pixels, prepared by distilvit.pixels, against PyTorch's model input."""
     import base64
 
@@ -214,10 +213,17 @@ def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list
             rows.append({"image": name, "error": errors[i] or "no pixels returned"})
             continue
         dims = payload["dims"]
-        raw = np.frombuffer(base64.b64decode(payload["uint8_base64"]), dtype=np.uint8).reshape(dims)
-        want = reference.raw[i].shape
-        if tuple(dims[2:]) != tuple(want[2:]):
-            rows.append({"image": name, "error": f"decoded as {dims[3]}x{dims[2]}, Python decodes {want[3]}x{want[2]}"})
+        if "float32_base64" in payload:  # block means from the demo's decode.js
+            raw = np.frombuffer(base64.b64decode(payload["float32_base64"]), dtype=np.float32).reshape(dims)
+        else:
+            raw = np.frombuffer(base64.b64decode(payload["uint8_base64"]), dtype=np.uint8).reshape(dims)
+        height, width = reference.raw[i].shape[2:]
+        size = reference.prepare.size
+        reduced = (height // reduction(height, size)[0], width // reduction(width, size)[0])
+        # the runtime's own size, or (the demo's decode.js) the block-reduced one the graph then leaves as it is
+        if tuple(dims[2:]) not in ((height, width), reduced):
+            rows.append({"image": name, "error": f"decoded as {dims[3]}x{dims[2]}, Python decodes {width}x{height}"
+                         + (f" (reduced: {reduced[1]}x{reduced[0]})" if reduced != (height, width) else "")})
             continue
         got = reference.prepare.prepare_raw(torch.from_numpy(raw.astype(np.float32)))
         rows.append({"image": name, "channels": dims[1],
@@ -229,10 +235,41 @@ def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list
         "max_abs_diff": worst["max_abs_diff"] if worst else None,
         "mean_abs_diff": float(np.mean([r["mean_abs_diff"] for r in measured])) if measured else None,
         "worst_image": worst["image"] if worst else None,
-        "within_target": [r["image"] for r in measured if r["max_abs_diff"] <= PIXEL_MAX_TOLERANCE
-                          and r["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE],
-        "target": {"max_abs_diff": PIXEL_MAX_TOLERANCE, "mean_abs_diff": PIXEL_MEAN_TOLERANCE},
+        "within_target": [r["image"] for r in measured if r["max_abs_diff"] <= max_tolerance
+                          and r["mean_abs_diff"] <= mean_tolerance],
+        "target": {"max_abs_diff": max_tolerance, "mean_abs_diff": mean_tolerance},
     }
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a (runtime, dtype) row must reach to pass: caption exact match with the same pixels (model) and with
+    the runtime's own decoding (end to end; None: the model thresholds), and every image's pixels within the
+    same-pixels target. fp32 has its own match thresholds (1.0: an export must say what PyTorch says)."""
+    min_match: float = 0.0
+    fp32_min_match: float = 1.0
+    end_to_end_min_match: float | None = None
+    fp32_end_to_end_min_match: float | None = None
+    pixel_max: float = PIXEL_MAX_TOLERANCE
+    pixel_mean: float = PIXEL_MEAN_TOLERANCE
+
+    def checks(self, entry: dict) -> dict:
+        """{check: {"value", "target", "passed"}} for the entry's model match, end-to-end match and pixels."""
+        fp32 = entry["dtype"] == "fp32"
+        model_min = self.fp32_min_match if fp32 else self.min_match
+        e2e_min = self.fp32_end_to_end_min_match if fp32 else self.end_to_end_min_match
+        e2e_min = model_min if e2e_min is None else e2e_min
+        out = {"model_match": {"value": entry["model"]["exact_match"], "target": model_min}}
+        out["model_match"]["passed"] = out["model_match"]["value"] >= model_min
+        if entry.get("end_to_end"):
+            value = entry["end_to_end"]["exact_match"]
+            out["end_to_end_match"] = {"value": value, "target": e2e_min, "passed": value >= e2e_min}
+        pixels = entry.get("pixels")
+        if pixels:
+            missed = [r["image"] for r in pixels["images"] if r["image"] not in pixels["within_target"]]
+            out["pixels"] = {"value": {"max_abs_diff": pixels["max_abs_diff"], "mean_abs_diff": pixels["mean_abs_diff"]},
+                             "target": pixels["target"], "missed": missed, "passed": not missed}
+        return out
 
 
 def suspect_graph(entry: dict) -> str | None:
@@ -247,16 +284,21 @@ def suspect_graph(entry: dict) -> str | None:
 
 def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None = None, dtypes: list[str] | None = None,
                   runtimes: list[str] | None = None, max_new_tokens: int | None = None, min_match: float = 0.0,
-                  fp32_min_match: float = 1.0, max_image_pixels: int | None = DEFAULT_MAX_PIXELS) -> dict:
-    """Compare every (runtime, dtype) with PyTorch on `images`; return the report (with `passed`)."""
+                  fp32_min_match: float = 1.0, max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  targets: Targets | None = None) -> dict:
+    """Compare every (runtime, dtype) with PyTorch on `images`; return the report (with `passed`). `targets`
+    (default: `Targets(min_match, fp32_min_match)`) says what each row must reach; a row passes when its model
+    match, end-to-end match and pixels all do (`checks` in the row names each)."""
+    targets = targets or Targets(min_match=min_match, fp32_min_match=fp32_min_match)
     export_dir = Path(export_dir)
     config_file = export_dir / C.EXPORT_CONFIG
     if not config_file.is_file():
         raise UserError(f"{export_dir} is not a distilvit-web export ({C.EXPORT_CONFIG} is missing)")
     export_info = json.loads(config_file.read_text())
-    if "pixels" not in export_info:
-        raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs take resized pixels; "
-                        "re-export it (`distilvit-web export MODEL --output DIR --overwrite`)")
+    if "reduce" not in export_info.get("pixels", {}):
+        raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs prepare pixels by an "
+                        "older rule (no colour profile, no block reduction of large photos); re-export it "
+                        "(`distilvit-web export MODEL --output DIR --overwrite`)")
     model_dir = Path(model_dir or export_info["source_model"])
     if not model_dir.exists():
         raise UserError(f"the source model {model_dir} (from {config_file}) is gone; pass --model MODEL_DIR")
@@ -284,12 +326,12 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
             if runtime == "onnxruntime":
                 entry = check_onnxruntime(export_dir, dtype, reference, tokenizer, max_new)
             elif runtime == "transformers.js":
-                entry = check_transformers_js(export_dir, layout, dtype, reference, tokenizer, max_new)
+                entry = check_transformers_js(export_dir, layout, dtype, reference, tokenizer, max_new, targets)
             else:
-                entry = check_browser(export_dir, runtime, layout, dtype, reference, tokenizer, max_new)
-            threshold = fp32_min_match if dtype == "fp32" else min_match
-            entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype),
-                         threshold=threshold, passed=entry["model"]["exact_match"] >= threshold)
+                entry = check_browser(export_dir, runtime, layout, dtype, reference, tokenizer, max_new, targets)
+            entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype))
+            entry["checks"] = targets.checks(entry)
+            entry["passed"] = all(c["passed"] for c in entry["checks"].values())
             entry["suspect_graph"] = suspect_graph(entry) if dtype == "fp32" else None
             entries.append(entry)
     return {

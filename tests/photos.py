@@ -122,3 +122,43 @@ def write_profiled(folder: Path) -> dict[str, Path]:
     rgba.putalpha(_alpha_ramp(rgba.size))
     save("adobe-rgb-alpha.png", rgba, "adobe-rgb")
     return out
+
+
+# What each EXIF orientation asks a viewer to do, and the inverse that stores an upright photo under that tag.
+_STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90,
+              7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270}
+
+
+def _oriented(upright: Image.Image, orientation: int) -> tuple[Image.Image, bytes]:
+    """(stored pixels, EXIF bytes) of `upright` saved as a camera does with this orientation tag."""
+    method = _STORED_AS[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return (upright if method is None else upright.transpose(method)), exif.tobytes()
+
+
+def write_orientations(folder: Path) -> dict[str, Path]:
+    """The flower photograph (300 x 200 upright) stored under each EXIF orientation 1-8: {name: path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    upright = Image.open(sample_files()[1]).convert("RGB").resize((300, 200))
+    out = {}
+    for orientation in range(1, 9):
+        stored, exif = _oriented(upright, orientation)
+        out[f"orientation-{orientation}.jpg"] = folder / f"orientation-{orientation}.jpg"
+        stored.save(out[f"orientation-{orientation}.jpg"], quality=92, exif=exif)
+    return out
+
+
+def write_phone_photo(folder: Path, orientation: int = 6, profile: str | None = "display-p3") -> Path:
+    """A phone's photograph: 4032 x 3024 (12 MP, scikit-learn's china.jpg upscaled), taken in portrait (stored
+    sideways under EXIF `orientation`), in Display P3 with its profile embedded, as a JPEG of quality 90."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = Image.open(sample_files()[0]).convert("RGB").resize((3024, 4032), Image.Resampling.BICUBIC)
+    if profile:
+        photo = _into(photo, profile, "RGB")
+    stored, exif = _oriented(photo, orientation)
+    path = folder / f"phone-12mp-orientation-{orientation}{'-' + profile if profile else ''}.jpg"
+    options = {"icc_profile": PROFILES[profile].read_bytes()} if profile else {}
+    stored.save(path, quality=90, exif=exif, **options)
+    return path

@@ -212,3 +212,17 @@ def test_a_phone_sized_photo_is_area_reduced_the_same_in_the_graph_and_in_torch(
     # off by mean 0.097, max 1.85, so the bound still tells a right rule from a wrong one.
     diff = (want - direct).abs()
     assert diff.mean() < 0.03 and diff.max() < 0.6, (diff.mean(), diff.max())
+
+
+def test_every_exif_orientation_decodes_upright(tmp_path):
+    """A photo stored under each EXIF orientation 1-8 decodes to the upright photo (JPEG noise only); stored
+    pixels read without the tag would be mirrored or turned (the check can fail)."""
+    from photos import sample_files, write_orientations
+
+    upright = np.asarray(Image.open(sample_files()[1]).convert("RGB").resize((300, 200)), dtype=int)
+    for name, path in write_orientations(tmp_path).items():
+        got = decode_rgba(path)[..., :3].astype(int)
+        assert got.shape == upright.shape and np.abs(got - upright).mean() < 3, name
+        if not name.endswith("-1.jpg"):
+            stored = np.asarray(Image.open(path).convert("RGB"), dtype=int)
+            assert stored.shape != upright.shape or np.abs(stored - upright).mean() > 10, name

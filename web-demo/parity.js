@@ -1,6 +1,6 @@
 // Token ids from stock transformers.js in this browser, for `distilvit-web verify parity --runtime chromium-*`
 // (distilvit/browser_runtime.py drives it with Playwright). The same two ways as distilvit/js/parity.mjs:
-//   end_to_end: the browser decodes the image file itself, then generates;
+//   end_to_end: the browser decodes the image file itself, as the demo does (decode.js), then generates;
 //   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
 // Either way the graph composites, resizes and normalises them (the export's processor hands them over untouched).
 // window.parity(request) with request = {model, layout, dtype, device: 'wasm'|'webgpu', images: [urls],
@@ -8,6 +8,7 @@
 //   model, ms, pixels: {dims, uint8_base64} | null, error}]}. It knows nothing about PyTorch.
 import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '/vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
+import { decodeForModel, reductionSizeOf } from './decode.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -25,6 +26,7 @@ window.parity = async (request) => {
     ? await AutoModelForVision2Seq.from_pretrained(request.model, options)
     : await AutoModelForImageTextToText.from_pretrained(request.model, options);
   const loadMs = performance.now() - started;
+  const reduceFor = await reductionSizeOf(request.model);
   const eos = Number(model.generation_config.eos_token_id);
   const prompt = pipelineLayout ? null : '<image>' + processor.tokenizer.bos_token;
 
@@ -48,19 +50,23 @@ window.parity = async (request) => {
     const inputs = await processor(image ?? standIn, prompt, { add_special_tokens: false });
     return pixelValues ? { ...inputs, pixel_values: pixelValues } : inputs;
   };
-  // The decoded pixels transformers.js hands the graph (integers 0..255), for the pixel comparison in Python.
-  const pixelsOf = (tensor) => {
-    const bytes = Uint8Array.from(tensor.data);
+  // The decoded pixels transformers.js hands the graph, for the pixel comparison in Python: 8-bit integers as
+  // decoded, or float32 (decode.js' block means of a large photo).
+  const base64 = (bytes) => {
     let text = '';
     for (let i = 0; i < bytes.length; i += 8192) text += String.fromCharCode(...bytes.subarray(i, i + 8192));
-    return { dims: tensor.dims, uint8_base64: btoa(text) };
+    return btoa(text);
   };
+  const pixelsOf = (tensor) => (tensor.data.every((v) => Number.isInteger(v))
+    ? { dims: tensor.dims, uint8_base64: base64(Uint8Array.from(tensor.data)) }
+    : { dims: tensor.dims, float32_base64: base64(new Uint8Array(Float32Array.from(tensor.data).buffer)) });
 
   const results = [];
   for (let i = 0; i < request.images.length; i++) {
     let endToEnd = null, pixels = null, error = null, ms = null;
     try {
-      const inputs = await inputsFor(await RawImage.fromURL(request.images[i]), null);
+      // the demo's decoding (decode.js): the browser's decoder, then the block reduction of a large photo
+      const inputs = await inputsFor(await decodeForModel(await (await fetch(request.images[i])).blob(), reduceFor), null);
       pixels = pixelsOf(inputs.pixel_values);
       const t0 = performance.now();
       endToEnd = await generate(inputs);

@@ -1,15 +1,17 @@
 // Runs the model off the main thread so the page stays responsive. Messages are handled one at a time, in order
 // (a load never overlaps a caption), and every answer carries the id of the message it answers.
 // Messages in:  {type: 'load', id, model, layout, dtype, device} | {type: 'caption', id, image: Blob}
+// Images are decoded by decode.js (the browser's decoder, a pixel limit, the model's block reduction).
 // Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms, device, threads, isolated}
-//               | {type: 'caption', id, text, ms}
+//               | {type: 'caption', id, text, ms (decode + caption), width, height (what the model got)}
 //               | {type: 'error', id, message}
 // All files come from the page's own server: transformers.js and the wasm from /vendor/, models from /models/.
 // `model` is the served path `NAME/vVERSION`: a new export of the same name has a new version, so the browser
 // cache (Cache Storage, which transformers.js keys by URL) never serves a stale one, and a reload of the same
 // export requests no model file at all.
-import { env, pipeline, AutoProcessor, AutoModelForImageTextToText, RawImage } from '/vendor/transformers.min.js';
+import { env, pipeline, AutoProcessor, AutoModelForImageTextToText } from '/vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
+import { decodeForModel, reductionSizeOf, ImageTooLarge } from './decode.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -22,6 +24,7 @@ const threads = self.crossOriginIsolated ? (self.navigator.hardwareConcurrency |
 env.backends.onnx.wasm.numThreads = threads;
 
 let run = null; // async (RawImage) => caption text
+let reduceFor = 0; // the loaded model's input size, for decode.js' block reduction (0: none)
 let dispose = null; // frees the loaded model's sessions
 let built = null; // the device whose onnxruntime-web build this worker loaded (app.js starts a worker per device)
 
@@ -42,6 +45,7 @@ async function load({ id, model, layout, dtype, device }) {
   };
   const options = { dtype, device, progress_callback };
   const t0 = performance.now();
+  reduceFor = await reductionSizeOf(model);
   if (layout === 'llava') {
     const processor = await AutoProcessor.from_pretrained(model, { progress_callback });
     const llava = await AutoModelForImageTextToText.from_pretrained(model, options);
@@ -63,15 +67,16 @@ async function load({ id, model, layout, dtype, device }) {
 
 async function caption({ id, image: blob }) {
   if (!run) throw new Error('No model is loaded.');
+  const t0 = performance.now(); // decoding counts: a 12 MP photo costs its decode, and no more than that
   let image;
   try {
-    image = await RawImage.fromBlob(blob);
-  } catch {
+    image = await decodeForModel(blob, reduceFor);
+  } catch (err) {
+    if (err instanceof ImageTooLarge) throw err;
     throw new Error('That file is not an image this browser can decode.');
   }
-  const t0 = performance.now();
   const text = await run(image);
-  postMessage({ type: 'caption', id, text, ms: performance.now() - t0 });
+  postMessage({ type: 'caption', id, text, ms: performance.now() - t0, width: image.width, height: image.height });
 }
 
 async function handle(data) {
