@@ -4,7 +4,8 @@ The photographs are scikit-learn's sample JPEGs (china.jpg, flower.jpg, 640x427,
 original files as they are, and variants of them in every size and mode a browser or Node decodes differently:
 tiny and large, grayscale, RGBA with graded transparency (fully transparent corners included), palette with a
 transparent colour, grayscale + alpha, 16-bit grayscale, CMYK JPEG, EXIF-rotated JPEG, animated GIF and WebP.
-This module knows nothing about models; it returns {file name: path}.
+Also: embedded colour profiles (`write_profiled`), every EXIF orientation (`write_orientations`) and a phone's
+12 MP photo (`write_phone_photo`). This module knows nothing about models; it returns {file name: path}.
 """
 
 from __future__ import annotations
@@ -162,3 +163,13 @@ def write_phone_photo(folder: Path, orientation: int = 6, profile: str | None = 
     options = {"icc_profile": PROFILES[profile].read_bytes()} if profile else {}
     stored.save(path, quality=90, exif=exif, **options)
     return path
+
+
+def all_photographs(folder: Path) -> dict[str, Path]:
+    """Every photograph the parity tests use: every mode, every EXIF orientation, embedded colour profiles and a
+    phone's 12 MP photo (the last two where Debian's ICC files are installed)."""
+    photos = write_variants(folder / "modes") | write_orientations(folder / "orientations")
+    if not missing_profiles():
+        phone = write_phone_photo(folder / "phone")
+        photos |= write_profiled(folder / "profiled") | {phone.name: phone}
+    return photos

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 CHROMIUM = os.environ.get("DISTILVIT_WEB_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -110,6 +111,36 @@ def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_pa
     assert set(wasm_files) == {"ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"}, wasm_files
 
 
+def test_the_page_captions_a_phone_photo_as_pytorch_does_and_refuses_one_over_the_limit(server, trained_tiny, tmp_path):
+    """A phone's photograph (12 MP, portrait under EXIF orientation 6, Display P3 where the profile files are
+    installed): the page shows it upright and captions it as PyTorch does (decode.js reduces it before
+    transformers.js sees it); an image over the pixel limit (60 MP) is one clear message, not a stalled tab."""
+    from playwright.sync_api import sync_playwright
+
+    from distilvit.caption import load_captioner, open_image
+    from photos import missing_profiles, write_phone_photo
+
+    phone = write_phone_photo(tmp_path, orientation=6, profile=None if missing_profiles() else "display-p3")
+    expected = load_captioner(trained_tiny).caption([open_image(phone)])[0]
+    huge = tmp_path / "huge-60mp.png"
+    Image.new("RGB", (10_000, 6_000), (200, 30, 40)).save(huge)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server)
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Model loaded')", timeout=120_000)
+        page.set_input_files("#file", str(phone))
+        page.wait_for_function("document.getElementById('caption').textContent.length > 0", timeout=120_000)
+        assert page.text_content("#caption") == expected
+        size = page.evaluate("[document.getElementById('preview').naturalWidth, document.getElementById('preview').naturalHeight]")
+        assert size == [3024, 4032], size  # upright: portrait, as the model sees it
+        page.screenshot(path=str(ARTIFACTS / "demo-phone-photo.png"))
+        page.set_input_files("#file", str(huge))
+        page.wait_for_function("!document.getElementById('error').hidden", timeout=120_000)
+        assert "10000 x 6000 = 60,000,000 pixels, over the limit of 50,000,000" in page.text_content("#error")
+        browser.close()
+
+
 def test_switching_device_starts_a_worker_on_that_devices_build(server, tmp_path):
     """WASM and WebGPU need different onnxruntime-web builds, and a worker loads one: the demo starts a worker per
     device. WebGPU here is Chromium's software adapter (correctness, not speed)."""
@@ -198,32 +229,47 @@ def test_a_second_page_load_takes_the_model_from_the_browser_cache(server):
 
 
 # WebGPU runs on Chromium's software adapter here (seconds per caption): a subset of the photographs, one of
-# the kinds of decoding where a GPU path could differ (transparency, EXIF orientation, a large downscale).
-WEBGPU_PHOTOS = ("rgba-ramp.png", "exif-rotated.jpg", "large-1411x1411.jpg")
+# the kinds of decoding where a GPU path could differ (transparency, EXIF orientation, a large downscale, a colour
+# profile, a phone's 12 MP photo).
+WEBGPU_PHOTOS = ("rgba-ramp.png", "exif-rotated.jpg", "large-1411x1411.jpg", "display-p3.jpg",
+                 "phone-12mp-orientation-6-display-p3.jpg")
+# Chromium converts a CMYK JPEG through its embedded profile with skcms, Pillow and sharp with lcms; on
+# ghostscript's SWOP profile they differ by up to 57 levels (mean 14): no shared rule exists to follow, and
+# docs/parity.md states the bound. Every other profile is within the same-pixels target.
+CHROMIUM_DECODES_DIFFERENTLY = {"cmyk-profile.jpg"}
 
 
 @pytest.mark.parametrize("runtime", ["chromium-wasm", "chromium-webgpu"])
 def test_verify_parity_in_chromium_on_real_photographs(tiny_export, trained_tiny, tmp_path, runtime):
-    """`verify parity --runtime chromium-wasm / chromium-webgpu` on real photographs in every mode: the browser's
-    own decoding feeds the graph the pixels Python does (within the same-pixels target) and fp32 gives PyTorch's
-    captions model and end to end. q8 and q4 are held to the bound the Node and onnxruntime tests use on the
-    images the tiny model was trained for (synthetic shapes: on photographs it babbles "circle circle ...", where
-    quantization flips tokens freely); a dtype that is wrong on WebGPU fails there, named by its row."""
+    """`verify parity --runtime chromium-wasm / chromium-webgpu` on real photographs in every mode, orientation
+    and colour profile: the browser's own decoding (the demo's decode.js, which block-reduces the 12 MP photo)
+    feeds the graph the pixels Python does (within the same-pixels target) and fp32 gives PyTorch's captions
+    model and end to end, except the one named case, which the report must fail on. q8 and q4 are held to the
+    bound the Node and onnxruntime tests use on the images the tiny model was trained for (synthetic shapes: on
+    photographs it babbles "circle circle ...", where quantization flips tokens freely); a dtype that is wrong on
+    WebGPU fails there, named by its row."""
     from distilvit.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
-    from photos import write_variants
 
-    photos = write_variants(tmp_path / "photos")
+    from photos import all_photographs
+
+    photos = all_photographs(tmp_path / "photos")
     if runtime == "chromium-webgpu":
-        photos = {name: photos[name] for name in WEBGPU_PHOTOS}
+        photos = {name: path for name, path in photos.items() if name in WEBGPU_PHOTOS}
     report = verify_parity(tiny_export, list(photos.values()), model_dir=trained_tiny / "merged",
                            dtypes=["fp32"], runtimes=[runtime])
     by_dtype = {e["dtype"]: e for e in report["results"]}
+    different = CHROMIUM_DECODES_DIFFERENTLY & set(photos)
     assert by_dtype["fp32"]["model"]["exact_match"] == 1.0, by_dtype["fp32"]["model"]
-    assert by_dtype["fp32"]["end_to_end"]["exact_match"] == 1.0, by_dtype["fp32"]["end_to_end"]
+    assert set(by_dtype["fp32"]["end_to_end"]["divergent_images"]) <= different, by_dtype["fp32"]["end_to_end"]
     pixels = by_dtype["fp32"]["pixels"]
-    assert sorted(pixels["within_target"]) == sorted(photos), pixels["images"]
-    assert pixels["max_abs_diff"] <= PIXEL_MAX_TOLERANCE and pixels["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE
-    assert report["passed"] and all(e["runtime"] == runtime for e in report["results"])
+    assert sorted(pixels["within_target"]) == sorted(set(photos) - different), pixels["images"]
+    for row in pixels["images"]:
+        if row["image"] not in different:
+            assert row["max_abs_diff"] <= PIXEL_MAX_TOLERANCE and row["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE, row
+    # the gate: a photograph whose pixels miss the target fails the row, and the row names it
+    checks = by_dtype["fp32"]["checks"]
+    assert checks["pixels"]["missed"] == sorted(different) and report["passed"] == (not different), checks
+    assert all(e["runtime"] == runtime for e in report["results"])
 
     from distilvit.synthetic import make_synthetic_splits
 

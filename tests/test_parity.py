@@ -89,16 +89,21 @@ def test_missing_dtype_is_a_user_error(parity_exports):
 # (Pillow and Chromium agree with each other), and RawImage cannot read gray + alpha PNGs ("Conversion failed
 # due to unsupported number of channels", transformers.js 4.3.1). docs/parity.md lists both.
 NODE_DECODES_DIFFERENTLY = {"cmyk.jpg", "gray-alpha.png"}
+# A CMYK JPEG with a profile: sharp's lcms and Pillow's lcms differ by up to 3 levels (within the pixel target,
+# measured max 0.015, mean 0.0017), enough to flip the tiny model's near-tied tokens on a photograph.
+NODE_CAPTIONS_MAY_DIFFER = {"cmyk-profile.jpg"}
 
 
 @pytest.mark.parametrize("layout", ["pipeline", "llava"])
 def test_real_photographs_same_pixels_and_captions_in_node(parity_exports, trained_tiny, tmp_path, layout):
-    """Real photographs in every mode: Node's own decoding feeds the graph the pixels Python does (within the
-    target), and fp32 captions equal PyTorch's end to end, except the two named upstream cases."""
+    """Real photographs in every mode, orientation and colour profile, and a phone's 12 MP photo: Node's own
+    decoding (sharp) feeds the graph the pixels Python does (within the target; the graph block-reduces the 12 MP
+    photo itself), and fp32 captions equal PyTorch's end to end, except the named upstream cases, on which the
+    report fails and says why."""
     from distilvit.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
-    from photos import write_variants
+    from photos import all_photographs
 
-    photos = write_variants(tmp_path / "photos")
+    photos = all_photographs(tmp_path / "photos")
     report = verify_parity(parity_exports / layout, list(photos.values()), model_dir=trained_tiny / "merged",
                            dtypes=["fp32"], runtimes=["onnxruntime", "transformers.js"])
     rows = {e["runtime"]: e for e in report["results"]}
@@ -114,5 +119,9 @@ def test_real_photographs_same_pixels_and_captions_in_node(parity_exports, train
         assert row["max_abs_diff"] <= PIXEL_MAX_TOLERANCE and row["mean_abs_diff"] <= PIXEL_MEAN_TOLERANCE, row
     assert "error" in pixels["gray-alpha.png"]
     e2e_divergent = set(node["end_to_end"]["divergent_images"])
-    assert e2e_divergent <= NODE_DECODES_DIFFERENTLY and "gray-alpha.png" in e2e_divergent
+    assert e2e_divergent <= NODE_DECODES_DIFFERENTLY | NODE_CAPTIONS_MAY_DIFFER and "gray-alpha.png" in e2e_divergent
+    # the gate: those images fail the Node row (end to end and pixels, each named); onnxruntime's row passes
+    assert not report["passed"] and rows["onnxruntime"]["passed"] and not node["passed"]
+    assert not node["checks"]["end_to_end_match"]["passed"]
+    assert set(node["checks"]["pixels"]["missed"]) == NODE_DECODES_DIFFERENTLY, node["checks"]["pixels"]
 
