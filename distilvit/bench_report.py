@@ -59,6 +59,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
             lines.append(f"| {r['dtype']} | {r['threads']} | {r['load_ms'] / 1000:.1f} | {_ms(r['first_caption_ms'])} | "
                          f"{_ms(r['total_ms'])} | {_ms(r['first_token_ms'])} | {_ms(r['per_token_ms'])} |")
     lines += variants_section(report)
+    lines += photo_sizes_section(report)
     lines += ["", "The floor on this machine (a stage cannot be faster than this; q8/int8/uint8 compute with int8 GEMMs, "
               "every other dtype in fp32):", "", "| stage | dtype | floor | from |", "|---|---|---|---|"]
     for stage, label in (("encoder_ms", "vision encoder"), ("prefill_ms", "prefill")):
@@ -93,6 +94,28 @@ def _vocab(report: dict) -> str:
     tokens = report.get("caption_vocab_tokens")
     return (f"a caption vocabulary of {tokens:,} tokens (an assumed size; train logs a model's own)" if tokens
             else "the full vocabulary in the output head")
+
+
+def photo_sizes_section(report: dict) -> list[str]:
+    """Caption time and page memory by photo size (`report["photo_sizes"]`), in Chromium WebAssembly."""
+    rows = report.get("photo_sizes") or []
+    if not rows:
+        return []
+    lines = ["", "## Photo sizes in the page", "",
+             f"q8 in Chromium WebAssembly with {rows[0]['threads']} threads, the image decoded as the demo does "
+             "(web-demo/decode.js: the browser's decoder, then the block reduction of a photo of 6S pixels or more a "
+             "side); caption = decode + preprocessing + encoder + every token. Peak memory: the page's renderer "
+             "processes above what they held before the model loaded (model included), so the difference from the "
+             "224 px row is the photo's own cost. Targets: a 12 MP photo within 1.25x of the 224 px caption time, "
+             "its page memory within 250 MB of the 224 px one.", "",
+             "| photo | file MB | first token | caption | vs 224 px | page peak MiB | vs 224 px |", "|---|---|---|---|---|---|---|"]
+    base = rows[0].get("page_peak_mib")
+    for r in rows:
+        peak = r.get("page_peak_mib")
+        lines.append(f"| {r['photo']} | {r['file_mb']:.1f} | {_ms(r['first_token_ms'])} | {_ms(r['total_ms'])} | "
+                     f"{r['vs_224']:.2f}x | {'-' if peak is None else f'{peak:.0f}'} | "
+                     f"{'-' if peak is None or base is None else f'{peak - base:+.0f}'} |")
+    return lines
 
 
 def variants_section(report: dict) -> list[str]:

@@ -287,7 +287,54 @@ def bench_chromium(export_dir: Path, dtype, image: Path, tokens: int, repeats: i
 
     out = run_in_chromium(export_dir, dtype, image, tokens, repeats, threads)
     return {**median_run(out["caption_ms"], out["first_token_ms"], tokens),
-            "load_ms": out["load_ms"], "first_caption_ms": out["warmup_ms"], "threads": threads}
+            "load_ms": out["load_ms"], "first_caption_ms": out["warmup_ms"], "threads": threads,
+            "page_peak_mib": out.get("page_peak_mib")}
+
+
+# The photographs `bench_photo_sizes` captions: name, width, height, EXIF orientation.
+PHOTO_SIZES = (("224 px", 224, 224, 1), ("1 MP", 1152, 864, 1), ("12 MP", 4032, 3024, 1),
+               ("12 MP, EXIF-rotated", 4032, 3024, 6))
+
+
+def write_photos(folder: Path) -> dict[str, Path]:
+    """Photo-like JPEGs (quality 90) in the sizes of PHOTO_SIZES: a synthetic scene (shapes over a gradient,
+    upscaled with bicubic, plus sensor-like noise), so the decoder has a photograph's work; the rotated one is
+    stored sideways under EXIF orientation 6, as a phone in portrait writes it."""
+    from PIL import Image
+
+    from distilvit.synthetic import make_synthetic_splits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].convert("RGB")
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, width, height, orientation in PHOTO_SIZES:
+        image = scene.resize((width, height), Image.Resampling.BICUBIC)
+        noisy = np.asarray(image, dtype=np.int16) + rng.integers(-6, 7, (height, width, 3), dtype=np.int16)
+        image = Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        if orientation == 6:
+            image = image.transpose(Image.Transpose.ROTATE_90)
+        path = folder / f"photo-{width}x{height}-orientation-{orientation}.jpg"
+        image.save(path, quality=90, exif=exif.tobytes())
+        out[name] = path
+    return out
+
+
+def bench_photo_sizes(export_dir: Path, folder: Path, tokens: int, repeats: int, threads: int,
+                      dtype: str = "q8") -> list[dict]:
+    """Chromium WASM caption time (decoding included, as in the demo: web-demo/decode.js) and the page's peak
+    memory for each of PHOTO_SIZES, with `threads` threads; `vs_224` is each caption's time over the 224 px one."""
+    rows = []
+    for name, path in write_photos(folder).items():
+        log.info("Chromium WASM %s, %s photo", dtype, name)
+        rows.append({"photo": name, "file_mb": path.stat().st_size / 1e6,
+                     **bench_chromium(export_dir, dtype, path, tokens, repeats, threads)})
+    base = rows[0]["total_ms"]
+    for row in rows:
+        row["vs_224"] = row["total_ms"] / base
+    return rows
 
 
 def decoder_bytes(export_dir: Path, dtype: str) -> int:
@@ -432,12 +479,13 @@ def bench_peer(workdir: Path, image: Path, tokens: int, repeats: int, threads: l
 
 def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp32", "fp16", "q8", "q4"),
               js_dtypes=("q8", "q4"), browser_dtypes=("q8", "q4", "mix"), browser_threads=None,
-              fewer_tokens: bool = True, full_vocab: bool = True, peer: bool = True) -> dict:
+              fewer_tokens: bool = True, full_vocab: bool = True, peer: bool = True, photo_sizes: bool = True) -> dict:
     """Build and export the real-size model under `workdir` (reused when present and made by this exporter code)
     and measure every runtime. `browser_dtypes` run in Chromium WebAssembly with each of `browser_threads`
     (default: 1 and every core); an empty tuple leaves the browser out. `fewer_tokens` also measures q8 with a
     64-token vision tower and `full_vocab` without a caption vocabulary (`bench_variants`; in the browser with every
-    core when the browser runs); `peer` the peer architecture (`bench_peer`)."""
+    core when the browser runs); `peer` the peer architecture (`bench_peer`); `photo_sizes` q8 in the browser with
+    every core on a 224 px image, a 1 MP and a 12 MP photo (`bench_photo_sizes`)."""
     from PIL import Image
 
     workdir = Path(workdir)
@@ -486,6 +534,8 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
                                    bool(browser_dtypes), export_dir)
     if peer:
         variants.append(bench_peer(workdir, image_path, tokens, repeats, threads, bool(browser_dtypes)))
+    photos = bench_photo_sizes(export_dir, workdir / "photos", tokens, repeats, max(threads)) \
+        if photo_sizes and browser_dtypes else []
     sizes = {}
     for dtype in ("fp32",) + tuple(ort_dtypes):
         sizes[dtype] = {g: (export_dir / C.onnx_file(g, dtype)).stat().st_size for g in C.GRAPHS[C.Layout.PIPELINE]}
@@ -497,4 +547,4 @@ def run_bench(workdir: Path, tokens: int = 20, repeats: int = 3, ort_dtypes=("fp
             "image_tokens": config.image_seq_length, "image_size": config.vision_config.image_size,
             "caption_vocab_tokens": len(caption_vocab.of(config) or []),
             "patch_size": config.vision_config.patch_size,
-            "sizes_bytes": sizes, "results": results, "variants": variants, **stamp()}
+            "sizes_bytes": sizes, "results": results, "variants": variants, "photo_sizes": photos, **stamp()}

@@ -111,10 +111,37 @@ def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: 
 
 def run_bench(export_dir: Path, dtype, image: Path, tokens: int, repeats: int, threads: int,
               timeout_s: float = 1800) -> dict:
-    """Caption timings of the pipeline layout in Chromium WebAssembly with `threads` threads (web-demo/bench.js)."""
+    """Caption timings of the pipeline layout in Chromium WebAssembly with `threads` threads (web-demo/bench.js),
+    and `page_peak_mib`: the page's renderer processes' peak resident memory above what they held before the model
+    loaded (Linux: the kernel's high-water mark; elsewhere 5 ms samples), the decoded image and its copies included."""
+    from distilvit.bench_runtime import PeakMemory
+
     files = {f"/bench-image{Path(image).suffix}": Path(image)}
     with page_for(export_dir, "wasm", files, "bench.html", "window.benchReady === true") as (page, model):
         page.set_default_timeout(timeout_s * 1000)
         request = {"model": model, "dtype": dtype, "device": "wasm", "threads": threads, "image": next(iter(files)),
                    "tokens": tokens, "repeats": repeats}
-        return page.evaluate("request => window.bench(request)", request)
+        peaks = [PeakMemory(pid) for pid in renderer_pids()]
+        for peak in peaks:
+            peak.__enter__()
+        try:
+            out = page.evaluate("request => window.bench(request)", request)
+        finally:
+            for peak in peaks:
+                peak.__exit__(None, None, None)
+        return {**out, "page_peak_mib": sum(p.mib for p in peaks) if peaks else None}
+
+
+def renderer_pids() -> list[int]:
+    """The Chromium renderer processes started under this process (Playwright's browser): where pages, their
+    workers and their WebAssembly memory live."""
+    import psutil
+
+    pids = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "--type=renderer" in child.cmdline():
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids

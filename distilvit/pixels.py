@@ -14,7 +14,7 @@ Two halves:
 The exported encoder graph starts with the same "prepare" in ONNX (export/pixel_graph.py), and transformers.js is
 told to hand over the decoded pixels untouched (do_resize, do_rescale, do_normalize and do_convert_rgb all false),
 so every runtime resizes the same way instead of three different ways (PIL, sharp, canvas). The demo page may
-hand over an already reduced image (web-demo/decode.js: the same blocks, rounded to 8 bits), which the graph then
+hand over an already reduced image (web-demo/decode.js: the same blocks, their means as float32), which the graph then
 leaves at factor 1. This module knows nothing about models, datasets or ONNX.
 """
 

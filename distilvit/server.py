@@ -2,7 +2,8 @@
 
     /                      web-demo/ (index.html, app.js, worker.js, style.css, samples/)
     /vendor/<file>         transformers.min.js and the onnxruntime-web wasm, from the pinned npm package
-    /models/index.json     the served exports: name, path, version, layout, dtypes present, default dtype
+    /models/index.json     the served exports: name, path, version, layout, dtypes present, default dtype, and
+                           the input size web-demo/decode.js block-reduces photos for (`reduce_size`)
     /models/<name>/...     each export folder
     /models/<name>/v<version>/...  the same files under the export's current version (sha256 of its
                            export_config.json): the demo loads from here, so the browser's cache (keyed by URL)
@@ -96,8 +97,10 @@ class Site:
         per_graph = default if isinstance(default, dict) else {g: default for g in graphs}
         if not all((folder / C.onnx_file(g, per_graph.get(g, "fp32"))).is_file() for g in graphs):
             default = next(d for d in BROWSER_PREFERENCE if d in dtypes)  # an older export: what is there
+        pixels = info.get("pixels", {})  # the input size the page's decode.js block-reduces for (0: none)
         return {"name": name, "path": f"{name}/v{version}", "version": version, "layout": info["layout"],
-                "dtypes": dtypes, "default_dtype": default}
+                "dtypes": dtypes, "default_dtype": default,
+                "reduce_size": int(pixels["size"]) if "reduce" in pixels else 0}
 
 
 def export_version(folder: Path) -> str:

@@ -229,9 +229,9 @@ def test_a_second_page_load_takes_the_model_from_the_browser_cache(server):
 
 
 # WebGPU runs on Chromium's software adapter here (seconds per caption): a subset of the photographs, one of
-# the kinds of decoding where a GPU path could differ (transparency, EXIF orientation, a large downscale, a colour
-# profile, a phone's 12 MP photo).
-WEBGPU_PHOTOS = ("rgba-ramp.png", "exif-rotated.jpg", "large-1411x1411.jpg", "display-p3.jpg",
+# the kinds of decoding where a GPU path could differ (transparency, EXIF orientation, a colour profile, and a
+# phone's 12 MP photo: a large downscale, block-reduced by decode.js, rotated and in Display P3).
+WEBGPU_PHOTOS = ("rgba-ramp.png", "exif-rotated.jpg", "display-p3.jpg",
                  "phone-12mp-orientation-6-display-p3.jpg")
 # Chromium converts a CMYK JPEG through its embedded profile with skcms, Pillow and sharp with lcms; on
 # ghostscript's SWOP profile they differ by up to 57 levels (mean 14): no shared rule exists to follow, and
@@ -298,3 +298,20 @@ def test_bench_times_captions_in_chromium(tiny_export, tmp_path):
         row = bench_chromium(tiny_export, "q8", image, tokens=4, repeats=2, threads=threads)
         assert row["threads"] == threads and row["load_ms"] > 0 and row["first_caption_ms"] > 0
         assert row["total_ms"] >= row["first_token_ms"] > 0 and row["per_token_ms"] >= 0
+
+
+def test_bench_times_photo_sizes_in_chromium(tiny_export, tmp_path):
+    """`distilvit-web bench`'s photo-size rows: a 224 px image, a 1 MP and a 12 MP photo (one under EXIF
+    orientation 6), decoded as the demo does, each with its caption time and the page's peak memory."""
+    from PIL import Image as PILImage
+
+    from distilvit.bench_runtime import PHOTO_SIZES, bench_photo_sizes, write_photos
+
+    photos = write_photos(tmp_path / "files")
+    for name, width, height, orientation in PHOTO_SIZES:
+        stored = PILImage.open(photos[name])
+        assert stored.getexif().get(0x0112) == orientation
+        assert stored.size == ((height, width) if orientation == 6 else (width, height))
+    rows = bench_photo_sizes(tiny_export, tmp_path / "bench", tokens=2, repeats=1, threads=os.cpu_count() or 1)
+    assert [r["photo"] for r in rows] == [name for name, *_ in PHOTO_SIZES]
+    assert rows[0]["vs_224"] == 1.0 and all(r["total_ms"] > 0 and r["page_peak_mib"] > 0 for r in rows), rows

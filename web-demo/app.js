@@ -65,7 +65,8 @@ function load() {
   ready = false;
   showError('');
   status(`Loading ${model.name} (${choice === 'mix' ? Object.values(dtype).join('/') : dtype}, ${device})...`);
-  workerFor(device).postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device });
+  workerFor(device).postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device,
+    reduceSize: model.reduce_size ?? 0 });
 }
 
 function fillDtypes() {

@@ -1,6 +1,6 @@
 // Runs the model off the main thread so the page stays responsive. Messages are handled one at a time, in order
 // (a load never overlaps a caption), and every answer carries the id of the message it answers.
-// Messages in:  {type: 'load', id, model, layout, dtype, device} | {type: 'caption', id, image: Blob}
+// Messages in:  {type: 'load', id, model, layout, dtype, device, reduceSize} | {type: 'caption', id, image: Blob}
 // Images are decoded by decode.js (the browser's decoder, a pixel limit, the model's block reduction).
 // Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms, device, threads, isolated}
 //               | {type: 'caption', id, text, ms (decode + caption), width, height (what the model got)}
@@ -11,7 +11,7 @@
 // export requests no model file at all.
 import { env, pipeline, AutoProcessor, AutoModelForImageTextToText } from '/vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
-import { decodeForModel, reductionSizeOf, ImageTooLarge } from './decode.js';
+import { decodeForModel, ImageTooLarge } from './decode.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -28,7 +28,7 @@ let reduceFor = 0; // the loaded model's input size, for decode.js' block reduct
 let dispose = null; // frees the loaded model's sessions
 let built = null; // the device whose onnxruntime-web build this worker loaded (app.js starts a worker per device)
 
-async function load({ id, model, layout, dtype, device }) {
+async function load({ id, model, layout, dtype, device, reduceSize }) {
   if (built === null) {
     env.backends.onnx.wasm.wasmPaths = wasmPathsFor(device); // read once, at the first session
     built = device;
@@ -45,7 +45,7 @@ async function load({ id, model, layout, dtype, device }) {
   };
   const options = { dtype, device, progress_callback };
   const t0 = performance.now();
-  reduceFor = await reductionSizeOf(model);
+  reduceFor = reduceSize ?? 0; // from /models/index.json: a reload requests no model file at all
   if (layout === 'llava') {
     const processor = await AutoProcessor.from_pretrained(model, { progress_callback });
     const llava = await AutoModelForImageTextToText.from_pretrained(model, options);
