@@ -7,6 +7,9 @@ ids). Every runtime then chooses only among them:
 - PyTorch (`distilvit.caption.Captioner`): the other ids' logits are set to MASKED_LOGIT before the choice;
 - the exported decoder graph computes the output head over these ids only and gives every other id MASKED_LOGIT
   (export/graphs.py), so onnxruntime and transformers.js choose among the same ids without knowing about it.
+- stock transformers (`AutoModelForImageTextToText.generate`, README's example, the model card's): the merged
+  model's generation_config.json lists every other id in `suppress_tokens`, which transformers' own
+  SuppressTokensLogitsProcessor sets to -inf at every step (`apply`).
 The head is about a quarter of a decode step on WebAssembly (docs/browser.md), and its matrix a fifth of the q8
 download. A model without `caption_vocab` (trained with `--full-vocab`, or before this existed) keeps the full
 head; deleting the key from a merged model's config.json turns the restriction off for every runtime at once.
@@ -42,6 +45,15 @@ def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[i
         rows = tokenizer(captions[start : start + 4096], add_special_tokens=False)["input_ids"]
         ids.update(i for row in rows for i in row[:max_length])
     return sorted(i for i in ids if i is not None)
+
+
+def apply(model, ids: list[int]) -> None:
+    """Give `model` (a LlavaForConditionalGeneration) the caption vocabulary `ids`: its config carries them (for our
+    code and the export) and its generation config suppresses every other id (for stock transformers' `generate`),
+    so the three choose among the same tokens."""
+    setattr(model.config, CONFIG_KEY, ids)
+    keep = set(ids)
+    model.generation_config.suppress_tokens = [i for i in range(model.config.text_config.vocab_size) if i not in keep]
 
 
 def save(run_dir: Path, ids: list[int], vocab_size: int, captions: int) -> None:

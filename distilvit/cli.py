@@ -117,7 +117,7 @@ def train(
     head_lr: Optional[float] = typer.Option(None, help="Learning rate of the output head when trained."),
     vision_unfreeze_layers: Optional[int] = typer.Option(None, help="Train the last N vision layers too (default 0: encoder frozen)."),
     max_length: Optional[int] = typer.Option(None, help="Caption length in tokens (longer captions are cut)."),
-    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; the exported head computes only those: ~20% faster per token in the browser, a smaller download), or every token of the decoder's vocabulary. Default: --caption-vocab."),
+    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: measured 1.03x faster per caption in Chromium, a smaller download; docs/training.md), or every token of the decoder's vocabulary. Default: --caption-vocab."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
@@ -361,6 +361,7 @@ def bench(
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time stock transformers.js in Chromium WebAssembly (q8, q4, vision=q8,decoder=q4; 1 thread and every core). Needs Chromium and playwright."),
     peer: bool = typer.Option(True, "--peer/--no-peer", help="Also time the peer: ViT-base/16 + GPT-2 (transformers.js' default image-to-text architecture), random weights, q8, in transformers.js (Node) and, with --browser, Chromium on 1 thread and every core."),
     fewer_tokens: bool = typer.Option(True, "--fewer-tokens/--no-fewer-tokens", help="Also time q8 with a 64-token vision tower (256 px, 32 px patches: google/siglip2-base-patch32-256's shape) in onnxruntime and, with --browser, Chromium on every core: what fewer image tokens buy."),
+    photo_sizes: bool = typer.Option(True, "--photo-sizes/--no-photo-sizes", help="With --browser, also caption a 224 px image, a 1 MP and a 12 MP photo (one EXIF-rotated) in Chromium WASM (q8, every core), decoding included as in the demo: caption time and the page's peak memory."),
     full_vocab: bool = typer.Option(True, "--full-vocab/--no-full-vocab", help="Also time q8 without a caption vocabulary (the output head over all 49,153 tokens, as `train --full-vocab` makes it) in onnxruntime and, with --browser, Chromium on every core: what the caption vocabulary buys. Ours carries 10,000 tokens (an assumed size)."),
 ):
     if ctx.invoked_subcommand is not None:
@@ -375,7 +376,7 @@ def bench(
         check_writable_file(path, "bench report")  # before the minutes of building and timing
     check_creatable(workdir, "bench work folder")
     Path(workdir).mkdir(parents=True, exist_ok=True)
-    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens, full_vocab=full_vocab, peer=peer)
+    report = run_bench(workdir, tokens, repeats, browser_dtypes=("q8", "q4", "mix") if browser else (), fewer_tokens=fewer_tokens, full_vocab=full_vocab, peer=peer, photo_sizes=photo_sizes)
     output.parent.mkdir(parents=True, exist_ok=True)
     bench_report.plot(report, plot)
     markdown = bench_report.markdown(report, plot.name)

@@ -54,7 +54,7 @@ def build_base(config: TrainConfig, run_dir: Path) -> tuple[LlavaForConditionalG
             raise UserError(f"{Path(run_dir) / caption_vocab.FILE}: {err}; it is not the file train wrote for this "
                             f"run's decoder: restore it (merged/config.json holds the same ids as "
                             f"'{caption_vocab.CONFIG_KEY}')") from err
-        setattr(model.config, caption_vocab.CONFIG_KEY, ids)
+        caption_vocab.apply(model, ids)
     return model, processor
 
 

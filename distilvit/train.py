@@ -367,7 +367,7 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     if config.caption_vocab and caption_vocab.of(model.config) is None:  # a new run (a resumed one has the file)
         captions = [c for caps in splits["train"]["captions"] for c in caps]
         ids = caption_vocab.from_captions(processor.tokenizer, captions, config.max_length)  # every rank alike
-        setattr(model.config, caption_vocab.CONFIG_KEY, ids)
+        caption_vocab.apply(model, ids)
         if main:
             caption_vocab.save(out, ids, model.config.text_config.vocab_size, len(captions))
             log.info("caption vocabulary: %d of the decoder's %d tokens (from %d training captions; --full-vocab "

@@ -60,15 +60,51 @@ def restricted(short_run, tmp_path_factory):
     images = _images(6)
     full = load_captioner(short_run / "merged")
     setattr(full.model.config, caption_vocab.CONFIG_KEY, None)
+    full.model.generation_config.suppress_tokens = None  # the whole vocabulary
     free = full.generate_ids(images, 8)
     common = [i for i, _ in Counter(i for row in free for i in row).most_common(3)]
     ids = [i for i in json.loads((short_run / caption_vocab.FILE).read_text())["token_ids"] if i not in common]
     merged = root / "merged"
     shutil.copytree(short_run / "merged", merged)
-    config = json.loads((merged / "config.json").read_text())
-    config[caption_vocab.CONFIG_KEY] = ids
-    (merged / "config.json").write_text(json.dumps(config))
+    model = full.model
+    caption_vocab.apply(model, ids)  # what merge does with a run's vocabulary: config and generation config
+    model.config.to_json_file(merged / "config.json")
+    model.generation_config.save_pretrained(merged)
     return merged, ids, free, images
+
+
+def test_the_merged_generation_config_suppresses_every_other_id(short_run):
+    merged = short_run / "merged"
+    ids = json.loads((merged / "config.json").read_text())[caption_vocab.CONFIG_KEY]
+    generation = json.loads((merged / "generation_config.json").read_text())
+    vocab_size = json.loads((merged / "config.json").read_text())["text_config"]["vocab_size"]
+    assert sorted(generation["suppress_tokens"] + ids) == list(range(vocab_size))
+
+
+def test_stock_transformers_generate_chooses_among_the_same_ids(restricted):
+    """Plain `AutoModelForImageTextToText.generate` (README's example, the card's), given the same pixels, generates
+    what `caption` does: the merged generation config suppresses every id outside the vocabulary. Without that list
+    it generates the unrestricted captions (the check can fail)."""
+    from transformers import AutoModelForImageTextToText
+
+    from distilvit.prompt import prompt_ids
+
+    merged, ids, free, images = restricted
+    captioner = load_captioner(merged)
+    want = captioner.generate_ids(images, 8)
+    model = AutoModelForImageTextToText.from_pretrained(merged).eval()
+    input_ids = prompt_ids(captioner.processor.tokenizer, len(images), model.config.image_seq_length)
+    eos = captioner.processor.tokenizer.eos_token_id
+
+    def stock(**overrides):
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                 pixel_values=captioner.pixels(images), max_new_tokens=8, do_sample=False, **overrides)
+        rows = out[:, input_ids.shape[1]:].tolist()
+        return [row[: row.index(eos)] if eos in row else row for row in rows]
+
+    assert stock() == want
+    assert stock(suppress_tokens=None) == free != want
 
 
 def test_pytorch_generates_only_caption_vocab_ids(restricted):
