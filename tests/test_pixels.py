@@ -134,10 +134,19 @@ def test_an_image_over_twice_pillows_limit_names_ours(tmp_path, monkeypatch):
         decode_rgba(bomb, max_pixels=300_000_000)
 
 
-def test_training_batches_and_captioning_share_the_path(variants):
-    """The collator's pixel values are model_pixels of the decoded image: the same as captioning and the graph."""
+def test_training_batches_and_captioning_share_the_path(variants, tmp_path):
+    """The collator's pixel values are model_pixels of the decoded image: the same as captioning and the graph,
+    colour profile included (a dataset's images arrive as PIL images carrying their profile)."""
     prepare = PixelPreparer(32, MEAN, STD)
     images = [Image.open(variants[name]) for name in ("rgba-ramp.png", "exif-rotated.jpg", "gray16.png")]
+    if not missing_profiles():
+        from photos import write_profiled
+
+        profiled = Image.open(write_profiled(tmp_path)["display-p3.png"])
+        untagged = profiled.convert("RGB")
+        untagged.info.pop("icc_profile")
+        assert (prepare([profiled]) - prepare([untagged])).abs().max() > 0.1  # the profile counts
+        images.append(profiled)
     batch = prepare(images)
     for i, image in enumerate(images):
         assert torch.equal(batch[i : i + 1], model_pixels(raw_tensor(decode_rgba(image)), 32, MEAN, STD))
