@@ -105,8 +105,8 @@ def photo_sizes_section(report: dict) -> list[str]:
              f"q8 in Chromium WebAssembly with {rows[0]['threads']} threads, the image decoded as the demo does "
              "(web-demo/decode.js: the browser's decoder, then the block reduction of a photo of 6S pixels or more a "
              "side); caption = decode + preprocessing + encoder + every token. Peak memory: the page's renderer "
-             "processes above what they held before the model loaded (model included), so the difference from the "
-             "224 px row is the photo's own cost. Targets: a 12 MP photo within 1.25x of the 224 px caption time, "
+             "processes above what they held before the model loaded (model included); the difference from the 224 px "
+             "row is how far the photo raised the page's peak. Targets: a 12 MP photo within 1.25x of the 224 px caption time, "
              "its page memory within 250 MB of the 224 px one.", "",
              "| photo | file MB | first token | caption | vs 224 px | page peak MiB | vs 224 px |", "|---|---|---|---|---|---|---|"]
     base = rows[0].get("page_peak_mib")
