@@ -32,7 +32,7 @@ from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.limits import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 from distilvit.metrics import caption_scores
-from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
 from distilvit.prompt import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
     if not config_file.is_file():
         raise UserError(f"{export_dir} is not a distilvit-web export ({C.EXPORT_CONFIG} is missing)")
     export_info = json.loads(config_file.read_text())
-    if "reduce" not in export_info.get("pixels", {}):
+    if not rule_is_current(export_info.get("pixels")):
         raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs prepare pixels by an "
                         "older rule (no colour profile, no block reduction of large photos); re-export it "
                         "(`distilvit-web export MODEL --output DIR --overwrite`)")

@@ -47,6 +47,12 @@ class ImageTooLarge(UserError):
     pass
 
 
+def rule_is_current(settings: dict | None) -> bool:
+    """Whether an export's recorded pixel rule (export_config.json `pixels`, `PixelPreparer.settings`) is this one:
+    exports made before the colour rule and the block reduction prepare large or profiled photos differently."""
+    return bool(settings) and "reduce" in settings and "colour" in settings
+
+
 COLOUR_RULE = ("an embedded ICC profile converts the pixels to sRGB (perceptual intent), as browsers and sharp "
                "decode; no profile, or one that cannot be read or does not fit the image's channels: taken as sRGB")
 # The profile's colour space (ICC header) each Pillow mode can carry, and the mode the transform works in.

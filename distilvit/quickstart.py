@@ -25,17 +25,22 @@ def run_quickstart(workdir: Path) -> dict:
     from distilvit.parity import verify_parity
     from distilvit.parity_images import collect_images
     from distilvit.parity_report import table, write
+    from distilvit.pixels import rule_is_current
     from distilvit.train import train
 
     workdir = Path(workdir)
     run_dir, export_dir = workdir / "runs" / "tiny", workdir / "exports" / "tiny"
     log.info("[1/3] training the tiny preset on synthetic shapes in %s", run_dir)
     trained = train(TrainConfig.from_preset("tiny", str(run_dir)))
-    if (export_dir / C.EXPORT_CONFIG).is_file():
+    current = (export_dir / C.EXPORT_CONFIG).is_file() and \
+        rule_is_current(json.loads((export_dir / C.EXPORT_CONFIG).read_text()).get("pixels"))
+    if current:
         log.info("[2/3] %s already holds an export; reusing it", export_dir)
     else:
+        if (export_dir / C.EXPORT_CONFIG).is_file():
+            log.info("[2/3] %s was exported with an earlier pixel rule; exporting it again", export_dir)
         log.info("[2/3] exporting to %s (pipeline layout, fp32 + q8)", export_dir)
-        export_model(run_dir, export_dir, layout="pipeline", quantize="q8")
+        export_model(run_dir, export_dir, layout="pipeline", quantize="q8", overwrite=export_dir.exists())
     log.info("[3/3] parity: PyTorch vs onnxruntime vs transformers.js on 16 held-out images")
     with collect_images(None, "synthetic", 16) as images:
         report = verify_parity(export_dir, images)

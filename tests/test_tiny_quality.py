@@ -34,3 +34,14 @@ def test_quickstart_reuses_the_run_and_ends_with_parity(trained_tiny, tmp_path):
     assert "transformers.js  fp32" in result["parity_table"]
     again = run_quickstart(tmp_path)  # everything reused
     assert again["export"] == result["export"]
+    # an export made by an earlier pixel rule (no block reduction, no colour rule recorded) is exported again,
+    # not refused by parity
+    import json
+
+    config_file = tmp_path / "exports/tiny/export_config.json"
+    old = json.loads(config_file.read_text())
+    for key in ("reduce", "colour"):
+        old["pixels"].pop(key)
+    config_file.write_text(json.dumps(old))
+    renewed = run_quickstart(tmp_path)
+    assert renewed["parity_passed"] and "reduce" in json.loads(config_file.read_text())["pixels"]
