@@ -122,6 +122,11 @@ def build_captioner(encoder_source: str, decoder_source: str) -> tuple[LlavaForC
     # The MAP pooling head is never used (features are taken before it), so it is neither loaded nor exported.
     vision = SiglipVisionModel.from_pretrained(encoder_source, vision_use_head=False, dtype=torch.float32)
     lm = AutoModelForCausalLM.from_pretrained(decoder_source, dtype=torch.float32)
+    # The captioner is built in float32 whatever dtype the checkpoints are stored in (SmolLM's is bfloat16): the
+    # LLaVA model takes each part's dtype from its config, so a bfloat16 decoder config made a bfloat16 language
+    # model here, trained in bfloat16 on a CPU the run planned as fp32 (torch's bf16 GEMM on an AVX2-only CPU:
+    # 0.9 GFLOP/s against fp32's 57, issue 26; 2026-12-03, transformers 5.24). Precision is the training plan's.
+    text_config.dtype = torch.float32
     n_image = num_image_tokens(vision.config)
     config = LlavaConfig(
         vision_config=vision.config.to_dict(),
@@ -134,7 +139,8 @@ def build_captioner(encoder_source: str, decoder_source: str) -> tuple[LlavaForC
         multimodal_projector_bias=True,
         tie_word_embeddings=bool(text_config.tie_word_embeddings),
     )
-    model = LlavaForConditionalGeneration(config)
+    config.dtype = torch.float32
+    model = LlavaForConditionalGeneration(config).to(torch.float32)
     model.model.vision_tower.load_state_dict(vision.state_dict(), strict=True)
     model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
     if not config.tie_word_embeddings:

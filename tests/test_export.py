@@ -163,9 +163,16 @@ def test_transformers_js_captions_equal_pytorch(exports, trained_tiny, test_imag
     for i, image in enumerate(test_images):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
-    expected = load_captioner(trained_tiny).caption(test_images)
     result = node_runtime.caption(exports[layout][0], paths, layout, dtype, max_new_tokens=13)
-    assert [r["caption"] for r in result["results"]] == expected
+    got = [r["caption"] for r in result["results"]]
+    if dtype == "fp32":
+        assert got == load_captioner(trained_tiny).caption(test_images)
+    else:
+        # q8 against PyTorch is quantization error, held to MIN_AGREEMENT in the onnxruntime test above; how far it
+        # goes depends on the CPU's int8 kernels (on AVX2 without VNNI, u8s8 products saturate: 14/16 there, issue
+        # 26). What transformers.js must add is nothing: the same files give onnxruntime's captions exactly, on
+        # whichever kernels this CPU has (onnxruntime-node and Python's onnxruntime share them).
+        assert got == OrtCaptioner(exports[layout][0], dtype).caption_files(paths, max_new_tokens=13)
 
 
 def test_missing_node_is_a_clear_error(monkeypatch, tmp_path):

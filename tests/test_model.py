@@ -132,3 +132,23 @@ def test_tokenizer_without_bos_and_pad_is_handled(tmp_path):
     assert loaded.bos_token_id == loaded.eos_token_id == 1
     assert loaded.pad_token_id == 1
     assert loaded.convert_tokens_to_ids(IMAGE_TOKEN) == 4
+
+
+def test_a_decoder_stored_in_bfloat16_is_built_in_float32(tiny_bases, tmp_path):
+    """SmolLM's checkpoint is stored in bfloat16. The captioner must still be float32 throughout (the training
+    plan picks the precision): LlavaForConditionalGeneration takes each part's dtype from its config, and a
+    bfloat16 language model trained on the CPU through torch's bf16 GEMM, 60x slower than fp32 on AVX2 (issue 26).
+    The saved model reloads in float32 too."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    enc, dec = tiny_bases
+    stored = tmp_path / "decoder-bf16"
+    AutoModelForCausalLM.from_pretrained(dec).to(torch.bfloat16).save_pretrained(stored)
+    AutoTokenizer.from_pretrained(dec).save_pretrained(stored)
+    assert json.loads((stored / "config.json").read_text())["dtype"] == "bfloat16"
+    model, processor = build_captioner(enc, str(stored))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    model.save_pretrained(tmp_path / "merged")
+    processor.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged")
+    assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
