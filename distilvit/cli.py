@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 
 from distilvit.errors import UserError
-from distilvit.limits import DEFAULT_MAX_PIXELS, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
+from distilvit.limits import DEFAULT_MAX_PIXELS, MIN_DEFAULT_AGREEMENT, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 
 COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
@@ -235,7 +235,7 @@ def export(
     quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
-    agreement_images: int = typer.Option(16, help="Held-out synthetic images used to measure each dtype's caption agreement with fp32 (0: skip)."),
+    agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
 ):
     _setup_logging()
     from distilvit.export.exporter import export_model
@@ -245,6 +245,8 @@ def export(
         typer.echo(f"  {name:45s} {size / 1e6:9.2f} MB")
     for dtype, agreement in info["caption_agreement_with_fp32"].items():
         typer.echo(f"  {dtype}: {agreement['caption_match_with_fp32']:.2f} of {agreement['images']} captions equal to fp32")
+    default = info["default_dtype"]["dtype"]
+    typer.echo(f"  default dtype: {next(iter(set(default.values()))) if len(set(default.values())) == 1 else default}")
     typer.echo(f"export: {output} ({info['layout']} layout, {info['seconds']['total']:.0f} s)")
 
 

@@ -14,3 +14,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 # half-transparent colours by a few levels: ~0.008 at most after compositing (docs/parity.md).
 PIXEL_MAX_TOLERANCE = 0.02
 PIXEL_MEAN_TOLERANCE = 0.002
+
+# The ship gate (export/agreement.py): a quantized dtype becomes an export's default (what transformers.js and the
+# demo load) only if it keeps at least this share of fp32's greedy captions on the run's validation images.
+MIN_DEFAULT_AGREEMENT = 0.9

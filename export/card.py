@@ -11,6 +11,7 @@ from pathlib import Path
 
 from distilvit.export import constants as C
 from distilvit.export.layout import configured_dtype
+from distilvit.limits import MIN_DEFAULT_AGREEMENT
 from distilvit.prompt import JS_CALL, JS_PROMPT
 
 
@@ -91,8 +92,16 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
     dtype = configured_dtype(folder)  # read config.json once for both snippets
     js = _js_snippet(info["layout"], dtype)
     python = _python_snippet(dtype)
+    measured = info.get("caption_agreement_with_fp32", {})
     agreement = "\n".join(f"- {d}: {a['caption_match_with_fp32']:.2f} of {a['images']} captions equal to fp32"
-                          for d, a in info.get("caption_agreement_with_fp32", {}).items())
+                          for d, a in measured.items())
+    images = next(iter(measured.values()), {}).get("source", "held-out images")
+    gate = info.get("default_dtype") or {}
+    if measured:
+        agreement += (f"\n\nA dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of fp32's captions is never the default "
+                      "above (`export --agreement-images`)." + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
+    elif info.get("dtypes", ["fp32"]) != ["fp32"]:
+        agreement = "- not measured (`--agreement-images 0`): the default dtype was not checked against fp32"
     text = "\n".join(front) + f"""
 
 # Image captioner for the browser
@@ -116,7 +125,7 @@ Or use the PyTorch model this was exported from with `transformers` (`AutoModelF
 {_sizes_table(info)}
 
 Every graph was validated against PyTorch before writing (max abs differences in `export_config.json`).
-Greedy-caption agreement of the quantized graphs with fp32 (onnxruntime, held-out synthetic images):
+Greedy-caption agreement of the quantized graphs with fp32 (onnxruntime, {images}):
 
 {agreement or '- (no quantized dtypes exported)'}
 """

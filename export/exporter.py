@@ -5,7 +5,8 @@ Steps, all inside a temporary folder renamed to the output at the end (a failure
      and check it is a distilvit-web captioner;
   2. export each graph of the layout in fp32, validate it against PyTorch, slim it with onnxslim, validate again;
   3. convert every requested dtype (and any per-graph mix), check each loads and gives finite outputs, and
-     measure its greedy-caption agreement with fp32 on held-out synthetic images;
+     measure its greedy-caption agreement with fp32 on the run's validation images (export/agreement.py): one
+     below the gate is written but never made the default;
   4. write config/tokenizer/processor files, `export_config.json` (source, layout, modes, versions, sizes,
      validation) and a model card.
 This module knows the order of things; the graphs, dtypes and files are other modules' business.
@@ -19,7 +20,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 from transformers import LlavaForConditionalGeneration
 
@@ -27,13 +27,14 @@ from distilvit import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
+from distilvit.export import agreement
 from distilvit.export import constants as C
 from distilvit.export.card import write_card
-from distilvit.export.layout import default_dtypes, write_layout
+from distilvit.export.layout import BROWSER_PREFERENCE, default_dtypes, write_layout
 from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
-from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.export.pixel_graph import prepend_pixels
 from distilvit.export.validate import ValidationError, summary, validate_graph, validate_pixels
+from distilvit.limits import MIN_DEFAULT_AGREEMENT
 from distilvit.pixels import PixelPreparer
 from distilvit.provenance import stamp
 from distilvit.quantize.modes import DType, convert
@@ -162,36 +163,16 @@ def _slim(path: Path, symbolic_shapes: bool) -> None:
     save_onnx(model, path)
 
 
-def _sample_pixels(count: int) -> np.ndarray:
-    """Held-out synthetic test images as raw pixels [B, 4, H, W] (what the encoder graph takes)."""
-    from distilvit.pixels import decode_rgba, raw_tensor
-    from distilvit.synthetic import make_synthetic_splits
-
-    rows = make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=count)["test"]
-    return np.concatenate([raw_tensor(decode_rgba(r["image"])).numpy() for r in rows])
-
-
-def _agreement(export_dir: Path, dtypes: list[str | dict], count: int) -> dict[str, dict]:
-    """Greedy-caption agreement of each dtype with fp32 (onnxruntime) on `count` images."""
-    pixels = _sample_pixels(count)
-    reference = OrtCaptioner(export_dir, "fp32").generate(pixels).tokens
-    result = {}
-    for dtype in dtypes:
-        label = dtype if isinstance(dtype, str) else "mix"
-        generation = OrtCaptioner(export_dir, dtype).generate(pixels)
-        if not np.isfinite(generation.first_logits).all():
-            raise RuntimeError(f"the {label} graphs give non-finite logits")
-        tokens = generation.tokens
-        same = sum(a == b for a, b in zip(tokens, reference))
-        result[label] = {"caption_match_with_fp32": same / len(reference), "images": len(reference)}
-        log.info("  %s: %d/%d captions equal to fp32", label, same, len(reference))
-    return result
+def _dtype_label(config: dict[str, str]) -> str:
+    values = set(config.values())
+    return next(iter(values)) if len(values) == 1 else ", ".join(f"{g}={d}" for g, d in config.items())
 
 
 def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quantize: str | None = None,
-                 overwrite: bool = False, slim: bool = True, agreement_images: int = 16,
+                 overwrite: bool = False, slim: bool = True, agreement_images: int | str | Path = 16,
                  max_new_tokens: int | None = None) -> dict:
-    """Export `model_dir` to `output`; return the export_config.json content."""
+    """Export `model_dir` to `output`; return the export_config.json content. `agreement_images`: a number of the
+    run's validation images or a folder of images (export/agreement.py), 0 to skip the ship gate."""
     try:
         layout = C.Layout(layout)
     except ValueError:
@@ -199,8 +180,10 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     plan = parse_quantize(quantize, layout)
     output = Path(output)
     check_replaceable(output, overwrite, C.EXPORT_CONFIG, "export")  # before minutes of work
+    agreement_spec = agreement.parse_spec(agreement_images)
     source = resolve_model_dir(model_dir, merge_if_needed=True)
     model = load_model(source)
+    agreement_set = agreement.load_images(agreement_spec, source)  # before minutes of export: a bad folder fails now
     vocab = caption_vocab.of(model.config)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
@@ -238,8 +221,19 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
         write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}
-        agreement = _agreement(tmp, [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else []),
-                               agreement_images) if agreement_images else {}
+        measured = [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else [])
+        agreements = agreement.measure(tmp, measured, agreement_set) if agreement_set and measured else {}
+        gated, warnings = agreement.gate(BROWSER_PREFERENCE, plan.dtypes, plan.mix, list(graphs), agreements)
+        for warning in warnings:
+            log.warning("%s", warning)
+        if gated != dtype_config:
+            log.warning("default dtype: %s instead of %s (the ship gate, export/agreement.py)",
+                        _dtype_label(gated), _dtype_label(dtype_config))
+            dtype_config = gated
+            write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
+        elif measured and not agreement_set:
+            log.warning("caption agreement not measured (--agreement-images 0): the default dtype %s is unchecked",
+                        _dtype_label(dtype_config))
         info = {
             "source_model": str(source.resolve()),
             "layout": layout.value,
@@ -254,7 +248,9 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "transformers_js": C.TRANSFORMERS_JS_VERSION,
             "sizes_bytes": sizes,
             "validation": validation,
-            "caption_agreement_with_fp32": agreement,
+            "caption_agreement_with_fp32": agreements,
+            "default_dtype": {"dtype": dtype_config, "gate": f">= {MIN_DEFAULT_AGREEMENT} of fp32's captions",
+                              "checked": bool(agreements) or not measured, "warnings": warnings},
             "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
             "max_new_tokens": max_new,
             "pixels": pixels.settings(),

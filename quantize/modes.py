@@ -2,10 +2,7 @@
 
     fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
            feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
-    q8     dynamic quantization: int8 MatMul/Gather weights, uint8 Conv weights (onnxruntime has no ConvInteger
-           kernel for int8 weights). transformers.js' conversion script makes a whole graph uint8 when it has a
-           Conv; the vision encoder then ran 3x slower here (uint8 x uint8 GEMMs miss the int8 dot-product
-           kernels: 128 ms vs 40 ms, SigLIP-base, onnxruntime 1.32, 2-core AVX512-VNNI CPU, 2026-11-25)
+    q8     RECIPES[Q8_RECIPE]: see there
     int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel)
     uint8  dynamic quantization, uint8 weights
     q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights, int8 token lookups; the rest float32
@@ -103,13 +100,37 @@ def _cast_kept_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """int8 MatMul/Gather weights; a Conv's weights (the patch embedding) uint8, in a pass of their own."""
+def to_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Dynamic quantization (q8 until 2026-12-04): int8 MatMul/Gather weights, activations quantized to uint8 at
+    run time (MatMulInteger); a Conv's weights (the patch embedding) uint8 in a pass of their own (onnxruntime has
+    no ConvInteger kernel for int8 weights). transformers.js' conversion script makes a whole graph uint8 when it
+    has a Conv; the vision encoder then ran 3x slower (uint8 x uint8 GEMMs miss the int8 dot-product kernels: 128
+    ms vs 40 ms, SigLIP-base, onnxruntime 1.32, 2-core AVX512-VNNI CPU, 2026-11-25). Its captions depend on the
+    CPU's int8 kernels (u8s8 saturation without VNNI) and on the activations' range: a real decoder's outliers
+    stretch the one per-tensor activation scale (docs/export.md)."""
     from onnxruntime.quantization import QuantType
 
     if "Conv" in _ops(model):
         model = _dynamic(model, QuantType.QUInt8, ["Conv"])
     return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
+
+
+def _weight_only(model: onnx.ModelProto, bits: int, block_size: int) -> onnx.ModelProto:
+    """MatMul weights to `bits`-bit MatMulNBits blocks (symmetric, one scale per `block_size` inputs), computed
+    in float: accuracy level unset (0), so no kernel quantizes the activations. Token lookups int8."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    keep = [n.name for n in model.graph.node if n.name.startswith(FLOAT32_NODE_PREFIX)]
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=True,
+                                     nodes_to_exclude=keep)
+    quantizer.process()
+    return _gathers_to_int8(quantizer.model.model)
+
+
+def to_weight_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """8-bit weights in blocks of 32, float activations (MatMulNBits bits=8); Conv float, token lookups int8.
+    Nothing is quantized at run time, so captions do not depend on the CPU's int8 kernels."""
+    return _weight_only(model, 8, 32)
 
 
 def to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -135,11 +156,7 @@ def _gathers_to_int8(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_q4(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True)
-    quantizer.process()
-    return _gathers_to_int8(quantizer.model.model)
+    return _weight_only(model, 4, 32)
 
 
 def to_q4f16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -152,6 +169,18 @@ def to_bnb4(model: onnx.ModelProto) -> onnx.ModelProto:
     quantizer = MatMulBnb4Quantizer(model, MatMulBnb4Quantizer.NF4, 64)
     quantizer.process()
     return _gathers_to_int8(quantizer.model.model)
+
+
+# What `q8` means: one of RECIPES, chosen by measurement on a real decoder (docs/export.md, `bench quality`).
+RECIPES = {
+    "dynamic-int8": to_dynamic_int8,
+    "weight-int8": to_weight_int8,
+}
+Q8_RECIPE = "dynamic-int8"
+
+
+def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
+    return RECIPES[Q8_RECIPE](model)
 
 
 CONVERTERS = {

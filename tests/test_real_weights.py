@@ -1,0 +1,133 @@
+"""The real pretrained SmolLM2-135M decoder (tests/real_weights.py) through the commands a user types: `train` a few
+steps from a Hugging Face cache with nothing special for its chat-token BOS/EOS, `export` fp32, then the same images
+captioned identically by PyTorch (`caption`), stock transformers `generate`, onnxruntime and stock transformers.js in
+Node and in Chromium. Real weights bring what random ones hide: small logit margins, activation outliers, a 49k BPE
+vocabulary. `.ci/run` downloads the weights; elsewhere these tests skip and say how to get them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import photos
+import real_weights
+from conftest import CAPTIONS
+
+CHROMIUM = os.environ.get("DISTILVIT_WEB_CHROMIUM", "/usr/bin/chromium")
+CLI = [sys.executable, "-m", "distilvit.cli"]
+pytestmark = pytest.mark.skipif(real_weights.missing_reason() is not None, reason=str(real_weights.missing_reason()))
+needs_node = pytest.mark.skipif(shutil.which("npm") is None, reason="transformers.js needs node and npm, which are not installed")
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)")
+
+
+def run_cli(args: list, env: dict) -> subprocess.CompletedProcess:
+    result = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=1200)
+    assert result.returncode == 0, f"{args[:2]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> dict:
+    """A run trained from the cached real decoder with a small SigLIP (the tiny encoder), and its fp32 export."""
+    from distilvit.synthetic import draw_scene
+    from distilvit.tiny import build_tiny_models
+
+    root = tmp_path_factory.mktemp("real-weights")
+    hf_home = root / "hf-home"
+    real_weights.write_real_decoder_repo(hf_home)
+    encoder, _ = build_tiny_models(root / "bases", CAPTIONS, seed=0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    run, export = root / "run", root / "export"
+    run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", encoder, "--dataset", "synthetic",
+             "--synthetic-size", 64, "--max-steps", 8, "--effective-batch-size", 8, "--per-device-train-batch-size", 8,
+             "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run], env)
+    run_cli(["export", run, "--output", export, "--agreement-images", 0], env)
+    images = root / "images"
+    images.mkdir()
+    for path in photos.sample_files():
+        shutil.copy(path, images / path.name)
+    import random
+
+    rng = random.Random(7)
+    for i in range(2):
+        draw_scene(rng, 64)[0].save(images / f"shapes-{i}.png")
+    return {"run": run, "export": export, "images": images, "env": env}
+
+
+def _images(folder: Path) -> list[Image.Image]:
+    from distilvit.pixels import open_image
+
+    return [open_image(p) for p in sorted(folder.iterdir())]
+
+
+def test_the_real_decoders_chat_specials_need_nothing_special(real_run):
+    """SmolLM2's tokenizer adds no BOS and its BOS/EOS are chat tokens (pad = EOS): the merged model's prompt still
+    ends in that BOS and generation stops at that EOS."""
+    from distilvit.caption import load_captioner
+    from distilvit.prompt import prompt_ids
+
+    captioner = load_captioner(real_run["run"])
+    tokenizer = captioner.processor.tokenizer
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == ("<|im_start|>", "<|im_end|>", "<|im_end|>")
+    assert tokenizer("a cat").input_ids == [81, 2644]  # no BOS added
+    ids = prompt_ids(tokenizer, 1, captioner.model.config.image_seq_length)[0].tolist()
+    assert ids[-1] == tokenizer.bos_token_id == 1
+    merged = json.loads((real_run["run"] / "merged" / "generation_config.json").read_text())
+    assert merged["eos_token_id"] in (2, [2])
+
+
+def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
+    """`caption` and plain `AutoModelForImageTextToText.generate` on the merged folder, given the same pixels, write
+    the same text; the captions are words, not an immediate end of sequence (else the parity below means little)."""
+    from transformers import AutoModelForImageTextToText
+
+    from distilvit.caption import load_captioner
+    from distilvit.prompt import prompt_ids
+
+    images = _images(real_run["images"])
+    merged = real_run["run"] / "merged"
+    captioner = load_captioner(merged)
+    want = captioner.caption(images)
+    assert all(len(c.split()) >= 2 for c in want), want
+    model = AutoModelForImageTextToText.from_pretrained(merged).eval()
+    input_ids = prompt_ids(captioner.processor.tokenizer, len(images), model.config.image_seq_length)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                             pixel_values=captioner.pixels(images), do_sample=False)
+    got = captioner.processor.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+    assert [g.strip() for g in got] == want
+
+
+def _parity(real_run, runtimes: str, tmp_path: Path) -> dict:
+    report = tmp_path / "parity.json"
+    run_cli(["verify", "parity", real_run["export"], "--images", real_run["images"], "--dtype", "fp32",
+             "--runtime", runtimes, "--report", report], real_run["env"])
+    return json.loads(report.read_text())
+
+
+def _assert_identical(data: dict, runtimes: set[str]) -> None:
+    rows = {e["runtime"]: e for e in data["results"]}
+    assert set(rows) == runtimes
+    for runtime, entry in rows.items():
+        assert entry["passed"], (runtime, entry["checks"])
+        assert entry["model"]["exact_match"] == 1.0 and entry["end_to_end"]["exact_match"] == 1.0, runtime
+
+
+@needs_node
+def test_fp32_captions_identical_in_onnxruntime_and_transformers_js_in_node(real_run, tmp_path):
+    _assert_identical(_parity(real_run, "onnxruntime,transformers.js", tmp_path), {"onnxruntime", "transformers.js"})
+
+
+@needs_node
+@needs_chromium
+def test_fp32_captions_identical_in_transformers_js_in_chromium(real_run, tmp_path):
+    _assert_identical(_parity(real_run, "chromium-wasm", tmp_path), {"chromium-wasm"})
