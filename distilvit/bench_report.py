@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distilvit.parity_report import cpu_line
+
 
 def _ms(x) -> str:
     return "-" if x is None else f"{x:.1f}"
@@ -34,7 +36,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
         "Written by `distilvit-web bench` (SigLIP-base/16 + SmolLM-135M shapes, random weights built from configs, "
         f"{_vocab(report)}, "
         f"one 224 px image, exactly {report['tokens']} generated tokens, median of {report['repeats']} after a "
-        f"warm-up). Machine: {report['platform']}, measured with {m['threads']} threads (the runtimes' default), each "
+        f"warm-up). Machine: {report['platform']}, {cpu_line(report)}measured with {m['threads']} threads (the runtimes' default), each "
         f"rate the best of the ways measured: {_machine(m)}; {report['created']}.", "",
         "| runtime | dtype | encoder ms | prefill ms | first token ms | per token ms | caption ms | x PyTorch | peak MiB |",
         "|---|---|---|---|---|---|---|---|---|",

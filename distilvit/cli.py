@@ -28,13 +28,14 @@ COMMANDS = {
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
     "upload": "Upload an export folder to a Hugging Face Hub model repo (its README.md is the model card).",
     "verify": "Checks of an export against the PyTorch model it came from.",
-    "bench": "Benchmarks on the real-size architecture (random weights, nothing downloaded); alone: caption latency of every runtime vs the machine's floor.",
+    "bench": "Benchmarks: alone, caption latency of every runtime vs the machine's floor on the real-size architecture (random weights, nothing downloaded); `bench train`, training throughput; `bench quality MODEL`, quantization recipes on your trained model.",
 }
 VERIFY_COMMANDS = {
     "parity": "Caption the same images with PyTorch, onnxruntime and transformers.js for every dtype; report where and how much they differ.",
 }
 BENCH_COMMANDS = {
     "train": "Training throughput of LoRA + projector vs full fine-tuning (samples/s, tokens/s, peak memory).",
+    "quality": "Which quantization recipe keeps a trained model's captions: each candidate's agreement with fp32 and CIDEr-D on the run's validation images (and your photographs), and its caption time in Chromium.",
 }
 
 app = typer.Typer(
@@ -413,6 +414,35 @@ def bench_train(
                    f"{r['median_step_s']:.3f} s/step  {r['trainable_parameters']:>11,} trainable{memory}")
     if report["lora_over_full"]:
         typer.echo(f"  lora / full: {report['lora_over_full']:.2f}x samples/s")
+
+
+@bench_app.command("quality", help=BENCH_COMMANDS["quality"])
+def bench_quality(
+    model_dir: Path = typer.Argument(..., help="A training run or its merged/ folder (its validation images are read as training read them)."),
+    recipes: str = typer.Option("fp32,fp16,dynamic-int8,dynamic-int8-per-channel,dynamic-int8-float-down-proj,weight-int8,weight-int8-b128,q4", help="Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py."),
+    sample: int = typer.Option(64, min=1, help="Validation images of the run to caption."),
+    images: Optional[Path] = typer.Option(None, help="Also caption the images in this folder (your photographs)."),
+    workdir: Path = typer.Option(Path("runs/bench-quality"), help="Where the fp32 export (reused when the exporter code and model are the same) and each candidate's files are written."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time each candidate in Chromium WebAssembly (stock transformers.js, every core), in turns."),
+    tokens: int = typer.Option(20, min=1, help="Generated tokens per timed caption (EOS ignored)."),
+    repeats: int = typer.Option(2, min=1, help="Timed captions per round."),
+    rounds: int = typer.Option(3, min=1, help="Rounds of timing, candidates in turns; the median round is reported."),
+    output: Path = typer.Option(Path("docs/quantization.md"), help="The Markdown report; the JSON goes beside it."),
+):
+    _setup_logging()
+    from distilvit import bench_quality as quality
+    from distilvit.atomic import check_creatable, check_writable_file, write_file
+
+    for path in (output, output.with_suffix(".json")):
+        check_writable_file(path, "bench report")
+    check_creatable(workdir, "bench work folder")
+    report = quality.run_bench_quality(model_dir, workdir, _split_values([recipes]), sample, images, browser, tokens,
+                                       repeats, rounds)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    markdown = quality.markdown(report)
+    write_file(output, markdown, "bench report")
+    write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n", "bench report")
+    typer.echo(markdown)
 
 
 def main() -> None:

@@ -76,10 +76,19 @@ def table(report: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in data)
 
 
+def cpu_line(report: dict) -> str:
+    """`CPU: model (ISA; int8 kernel path). ` from a report's stamp (empty for reports written before it)."""
+    cpu = report.get("cpu")
+    if not cpu:
+        return ""
+    return f"CPU: {cpu['model']} ({', '.join(cpu['isa']) or 'flags unknown'}; int8 kernels: {cpu['int8_kernel_path']}). "
+
+
 def markdown(report: dict) -> str:
     lines = [f"# Parity report: {report['export']}", "",
              f"Source model: `{report['model']}`; layout `{report['layout']}`; {len(report['images'])} images; "
-             f"max {report['max_new_tokens']} new tokens. Overall: **{'passed' if report['passed'] else 'FAILED'}**.", "",
+             f"max {report['max_new_tokens']} new tokens. {cpu_line(report)}Overall: "
+             f"**{'passed' if report['passed'] else 'FAILED'}**.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
     divergent = [e for e in report["results"] if e["model"]["first_divergence"]]

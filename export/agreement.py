@@ -41,6 +41,7 @@ class AgreementImages:
 
     source: str
     loaders: list[Callable[[], np.ndarray]] = field(default_factory=list)
+    references: list[list[str]] | None = None  # each image's reference captions, where known (validation rows)
 
     def batches(self) -> Iterator[np.ndarray]:
         """[B, 4, H, W] arrays of consecutive same-size images, at most BATCH each, in order."""
@@ -113,7 +114,7 @@ def _validation_images(run: Path, count: int) -> AgreementImages:
     rows = rows.select(range(min(count, len(rows))))
     names = ", ".join(config.datasets)
     return AgreementImages(f"{len(rows)} validation images of {names} (run {run.name})",
-                           [lambda i=i: _raw(rows[i]["image"]) for i in range(len(rows))])
+                           [lambda i=i: _raw(rows[i]["image"]) for i in range(len(rows))], list(rows["captions"]))
 
 
 def _synthetic_shapes(count: int) -> AgreementImages:

@@ -42,7 +42,8 @@ def _ops(model: onnx.ModelProto) -> set[str]:
     return {n.op_type for n in model.graph.node}
 
 
-def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str]) -> onnx.ModelProto:
+def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str], per_channel: bool = False,
+             exclude: list[str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,8 +52,8 @@ def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str]) -> onnx.M
         # here and are loaded back into memory below, so the caller sees no difference)
         onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
                         location="in.onnx_data", size_threshold=1024)
-        quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type, per_channel=False,
-                         reduce_range=False, use_external_data_format=True,
+        quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type, per_channel=per_channel,
+                         reduce_range=False, use_external_data_format=True, nodes_to_exclude=exclude or [],
                          extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
         return onnx.load_model(str(dst))
 
@@ -115,6 +116,38 @@ def to_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
 
 
+def to_dynamic_int8_per_channel(model: onnx.ModelProto) -> onnx.ModelProto:
+    """dynamic-int8 with one weight scale per output channel instead of per tensor (activations as before)."""
+    from onnxruntime.quantization import QuantType
+
+    if "Conv" in _ops(model):
+        model = _dynamic(model, QuantType.QUInt8, ["Conv"])
+    return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"], per_channel=True)
+
+
+def wide_input_matmuls(model: onnx.ModelProto) -> list[str]:
+    """MatMuls whose constant weight has the graph's widest input dimension: in a Llama-family decoder the MLP
+    down projections (input = intermediate size), whose inputs carry a real model's activation outliers."""
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
+    matmuls = [(n.name, weights[n.input[1]]) for n in model.graph.node
+               if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights and len(weights[n.input[1]]) == 2]
+    if not matmuls:
+        return []
+    widest = max(dims[0] for _, dims in matmuls)
+    hidden = min(dims[0] for _, dims in matmuls)
+    return [name for name, dims in matmuls if dims[0] == widest] if widest > hidden else []
+
+
+def to_dynamic_int8_float_down_proj(model: onnx.ModelProto) -> onnx.ModelProto:
+    """dynamic-int8 with the MLP down projections (wide_input_matmuls) left in float: mixed precision of the
+    MatMuls most sensitive to activation outliers."""
+    from onnxruntime.quantization import QuantType
+
+    if "Conv" in _ops(model):
+        model = _dynamic(model, QuantType.QUInt8, ["Conv"])
+    return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"], exclude=wide_input_matmuls(model))
+
+
 def _weight_only(model: onnx.ModelProto, bits: int, block_size: int) -> onnx.ModelProto:
     """MatMul weights to `bits`-bit MatMulNBits blocks (symmetric, one scale per `block_size` inputs), computed
     in float: accuracy level unset (0), so no kernel quantizes the activations. Token lookups int8."""
@@ -172,9 +205,19 @@ def to_bnb4(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # What `q8` means: one of RECIPES, chosen by measurement on a real decoder (docs/export.md, `bench quality`).
+def to_weight_int8_b128(model: onnx.ModelProto) -> onnx.ModelProto:
+    """weight-int8 with blocks of 128 (fewer scales: a smaller file, coarser rounding)."""
+    return _weight_only(model, 8, 128)
+
+
+# Candidate recipes for 8-bit weights, measured against each other on a real decoder by `distilvit-web bench
+# quality` (distilvit/bench_quality.py, docs/quantization.md).
 RECIPES = {
     "dynamic-int8": to_dynamic_int8,
+    "dynamic-int8-per-channel": to_dynamic_int8_per_channel,
+    "dynamic-int8-float-down-proj": to_dynamic_int8_float_down_proj,
     "weight-int8": to_weight_int8,
+    "weight-int8-b128": to_weight_int8_b128,
 }
 Q8_RECIPE = "dynamic-int8"
 

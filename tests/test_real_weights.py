@@ -47,9 +47,12 @@ def real_run(tmp_path_factory) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
     env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     run, export = root / "run", root / "export"
+    # 24 steps at 20x the preset's learning rates: ~100 s here, and the shapes get captions ("a red triangle");
+    # at the preset's rates 8 steps gave "a a a a ..." for every image, whose parity would say little.
     run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", encoder, "--dataset", "synthetic",
-             "--synthetic-size", 64, "--max-steps", 8, "--effective-batch-size", 8, "--per-device-train-batch-size", 8,
-             "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run], env)
+             "--synthetic-size", 256, "--max-steps", 24, "--effective-batch-size", 8, "--per-device-train-batch-size", 8,
+             "--projection-lr", "1e-2", "--lora-lr", "1e-3", "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run],
+            env)
     run_cli(["export", run, "--output", export, "--agreement-images", 0], env)
     images = root / "images"
     images.mkdir()
@@ -64,7 +67,7 @@ def real_run(tmp_path_factory) -> dict:
 
 
 def _images(folder: Path) -> list[Image.Image]:
-    from distilvit.pixels import open_image
+    from distilvit.caption import open_image
 
     return [open_image(p) for p in sorted(folder.iterdir())]
 
@@ -97,7 +100,7 @@ def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
     merged = real_run["run"] / "merged"
     captioner = load_captioner(merged)
     want = captioner.caption(images)
-    assert all(len(c.split()) >= 2 for c in want), want
+    assert len(set(want)) == len(want), want  # the image decides the caption
     model = AutoModelForImageTextToText.from_pretrained(merged).eval()
     input_ids = prompt_ids(captioner.processor.tokenizer, len(images), model.config.image_seq_length)
     with torch.no_grad():
@@ -107,27 +110,16 @@ def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
     assert [g.strip() for g in got] == want
 
 
-def _parity(real_run, runtimes: str, tmp_path: Path) -> dict:
+@needs_node
+@needs_chromium
+def test_fp32_captions_identical_in_onnxruntime_and_transformers_js_in_node_and_chromium(real_run, tmp_path):
+    """`verify parity` once for the three runtimes (PyTorch's captions are made once): every caption identical,
+    both from PyTorch's pixels (model parity) and from each runtime's own decoding of the files (end to end)."""
     report = tmp_path / "parity.json"
     run_cli(["verify", "parity", real_run["export"], "--images", real_run["images"], "--dtype", "fp32",
-             "--runtime", runtimes, "--report", report], real_run["env"])
-    return json.loads(report.read_text())
-
-
-def _assert_identical(data: dict, runtimes: set[str]) -> None:
-    rows = {e["runtime"]: e for e in data["results"]}
-    assert set(rows) == runtimes
+             "--runtime", "onnxruntime,transformers.js,chromium-wasm", "--report", report], real_run["env"])
+    rows = {e["runtime"]: e for e in json.loads(report.read_text())["results"]}
+    assert set(rows) == {"onnxruntime", "transformers.js", "chromium-wasm"}
     for runtime, entry in rows.items():
         assert entry["passed"], (runtime, entry["checks"])
         assert entry["model"]["exact_match"] == 1.0 and entry["end_to_end"]["exact_match"] == 1.0, runtime
-
-
-@needs_node
-def test_fp32_captions_identical_in_onnxruntime_and_transformers_js_in_node(real_run, tmp_path):
-    _assert_identical(_parity(real_run, "onnxruntime,transformers.js", tmp_path), {"onnxruntime", "transformers.js"})
-
-
-@needs_node
-@needs_chromium
-def test_fp32_captions_identical_in_transformers_js_in_chromium(real_run, tmp_path):
-    _assert_identical(_parity(real_run, "chromium-wasm", tmp_path), {"chromium-wasm"})
