@@ -34,6 +34,7 @@ import torch
 
 from distilvit.export import constants as C
 from distilvit.pixels import PixelPreparer
+from distilvit.quantize.modes import Q8_RECIPE
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,9 @@ class PeakMemory:
         return (self.peak - self.start) / 2**20
 
 
-INT8_DTYPES = ("q8", "int8", "uint8")  # run MatMulInteger (dynamic quantization); every other dtype computes in fp32
+# dtypes that run MatMulInteger (dynamic quantization); every other dtype computes in float (q8 too when its recipe is
+# weight-only: MatMulNBits dequantizes the 8-bit weights and multiplies in fp32)
+INT8_DTYPES = ("int8", "uint8") + (("q8",) if Q8_RECIPE.startswith("dynamic") else ())
 def gemm_shape() -> tuple[int, int, int]:
     """M, K, N of the real vision encoder's MLP up-projection (patches x hidden x intermediate: 196 x 768 x 3072),
     the bulk of the encoder's and the prefill's arithmetic, from the real config files (distilvit.realsize)."""
@@ -391,8 +394,9 @@ def interleaved_chromium(exports: dict[str, Path], image: Path, tokens: int, rep
     `timer(export_dir, dtype, image, tokens, repeats, threads)` times one round (default: `bench_chromium`)."""
     timer = timer or bench_chromium
     runs: dict[str, list] = {name: [] for name in exports}
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for name, export_dir in exports.items():
+            log.info("Chromium round %d/%d: %s", round_ + 1, rounds, name)
             runs[name].append(timer(export_dir, "q8", image, tokens, repeats, threads))
     return {name: sorted(rows, key=lambda r: r["total_ms"])[(len(rows) - 1) // 2] for name, rows in runs.items()}
 

@@ -2,8 +2,13 @@
 
     fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
            feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
-    q8     RECIPES[Q8_RECIPE]: see there
-    int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel)
+    q8     RECIPES[Q8_RECIPE]: dynamic-int8 (int8 MatMul/Gather weights, activations quantized per tensor at run
+           time, a Conv's weights uint8), kept after `distilvit-web bench quality` on a real decoder
+           (docs/quantization.md): it kept 9/64 of a lightly trained real SmolLM2's captions, and no 8-bit recipe
+           kept 90% (weight-only MatMulNBits 8-bit: 52/64, but 4.7x slower than fp32 in Chromium WASM, where
+           dynamic-int8 is 0.76x). The export's ship gate keeps such a q8 from being the default
+    int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel): the dynamic-int8
+           recipe without the uint8 Conv pass
     uint8  dynamic quantization, uint8 weights
     q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights, int8 token lookups; the rest float32
     q4f16  q4, then fp16 for the rest
@@ -102,7 +107,7 @@ def _cast_kept_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Dynamic quantization (q8 until 2026-12-04): int8 MatMul/Gather weights, activations quantized to uint8 at
+    """Dynamic quantization (what q8 is): int8 MatMul/Gather weights, activations quantized to uint8 at
     run time (MatMulInteger); a Conv's weights (the patch embedding) uint8 in a pass of their own (onnxruntime has
     no ConvInteger kernel for int8 weights). transformers.js' conversion script makes a whole graph uint8 when it
     has a Conv; the vision encoder then ran 3x slower (uint8 x uint8 GEMMs miss the int8 dot-product kernels: 128

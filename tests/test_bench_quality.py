@@ -1,0 +1,42 @@
+"""`distilvit-web bench quality` on the short tiny run: every candidate is built in the `q8` slot, captions the run's
+validation images through the same loader, and is compared with fp32 (the fp32 candidate with itself: all equal).
+The figures that choose q8's recipe come from a real-weights model (docs/quantization.md), not from this test."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+from typer.testing import CliRunner
+
+from distilvit.cli import app
+
+
+def test_bench_quality_builds_and_compares_every_candidate(short_run, tmp_path):
+    out = tmp_path / "quality.md"
+    result = CliRunner().invoke(app, ["bench", "quality", str(short_run), "--recipes", "fp32,weight-int8,dynamic-int8",
+                                      "--sample", "4", "--no-browser", "--workdir", str(tmp_path / "work"),
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["recipes"] == ["fp32", "weight-int8", "dynamic-int8"]
+    assert report["cpu"]["int8_kernel_path"] and "isa" in report["cpu"]
+    fp32 = report["results"]["fp32"]["validation"]
+    assert fp32["agreement"] == 1.0 and fp32["images"] == 4 and fp32["cider_vs_references"] is not None
+    for name in report["recipes"]:
+        assert 0 <= report["results"][name]["validation"]["agreement"] <= 1
+    # each candidate's graphs are what its recipe makes: weight-only has MatMulNBits and no run-time quantization
+    decoder = tmp_path / "work" / "candidates" / "weight-int8" / "onnx" / "decoder_model_merged_quantized.onnx"
+    ops = {n.op_type for n in onnx.load_model(str(decoder)).graph.node}
+    assert "MatMulNBits" in ops and "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    dynamic = tmp_path / "work" / "candidates" / "dynamic-int8" / "onnx" / "decoder_model_merged_quantized.onnx"
+    assert "MatMulInteger" in {n.op_type for n in onnx.load_model(str(dynamic)).graph.node}
+    assert (report["results"]["weight-int8"]["sizes_bytes"]["decoder_model_merged"]
+            < report["results"]["fp32"]["sizes_bytes"]["decoder_model_merged"])
+    assert "| weight-int8 |" in out.read_text()
+
+
+def test_an_unknown_recipe_is_one_clear_error(short_run, tmp_path):
+    result = CliRunner().invoke(app, ["bench", "quality", str(short_run), "--recipes", "int7", "--no-browser",
+                                      "--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "q.md")])
+    assert result.exit_code != 0 and "unknown recipe(s) int7" in str(result.exception or result.output)
