@@ -183,7 +183,9 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     agreement_spec = agreement.parse_spec(agreement_images)
     source = resolve_model_dir(model_dir, merge_if_needed=True)
     model = load_model(source)
-    agreement_set = agreement.load_images(agreement_spec, source)  # before minutes of export: a bad folder fails now
+    measured = [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else [])
+    # before minutes of export, so a bad folder fails now; an fp32-only export has nothing to measure
+    agreement_set = agreement.load_images(agreement_spec, source) if measured else None
     vocab = caption_vocab.of(model.config)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
@@ -221,8 +223,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
         write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}
-        measured = [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else [])
-        agreements = agreement.measure(tmp, measured, agreement_set) if agreement_set and measured else {}
+        agreements = agreement.measure(tmp, measured, agreement_set) if agreement_set else {}
         gated, warnings = agreement.gate(BROWSER_PREFERENCE, plan.dtypes, plan.mix, list(graphs), agreements)
         for warning in warnings:
             log.warning("%s", warning)
