@@ -81,14 +81,6 @@ def build_candidate(fp32_dir: Path, folder: Path, name: str) -> dict[str, int]:
     return sizes
 
 
-def _caption(folder: Path, images, tokenizer) -> tuple[list[list[int]], list[str]]:
-    from distilvit.export.ort_generate import OrtCaptioner
-
-    captioner = OrtCaptioner(folder, SLOT)
-    tokens = [t for batch in images.batches() for t in captioner.generate(batch).tokens]
-    return tokens, [c.strip() for c in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
-
-
 def score(tokens: list[list[int]], captions: list[str], fp32_tokens: list[list[int]], fp32_captions: list[str],
           references: list[list[str]] | None) -> dict:
     from distilvit.metrics import caption_scores
@@ -110,6 +102,7 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
     from distilvit.errors import UserError
     from distilvit.export import agreement
     from distilvit.export.exporter import export_model
+    from distilvit.export.ort_generate import OrtCaptioner
     from distilvit.provenance import stamp
 
     unknown = [n for n in names if n not in candidates()]
@@ -129,10 +122,14 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
     results = {name: {"what": candidates()[name][1], "sizes_bytes": sizes[name]} for name in names}
     examples = {}
     for set_name, images in image_sets.items():
-        fp32_tokens, fp32_captions = _caption(folders["fp32"], images, tokenizer)
+        tokens_of = agreement.caption_each({n: OrtCaptioner(f, SLOT) for n, f in folders.items()}, images,
+                                           finite=False)  # a candidate's broken logits show as its scores
+        captions_of = {n: [c.strip() for c in tokenizer.batch_decode(t, skip_special_tokens=True)]
+                       for n, t in tokens_of.items()}
+        fp32_tokens, fp32_captions = tokens_of["fp32"], captions_of["fp32"]
         examples[set_name] = {"fp32": fp32_captions[:8]}
         for name in names:
-            toks, caps = _caption(folders[name], images, tokenizer)
+            toks, caps = tokens_of[name], captions_of[name]
             results[name][set_name] = score(toks, caps, fp32_tokens, fp32_captions, images.references)
             examples[set_name][name] = caps[:8]
             log.info("%s on %s: %d/%d captions equal to fp32", name, images.source,

@@ -139,23 +139,31 @@ def load_images(spec: int | Path, source_model: Path) -> AgreementImages | None:
     return _validation_images(run, spec)
 
 
+def caption_each(captioners: dict, images: AgreementImages, finite: bool = True) -> dict[str, list[list[int]]]:
+    """label -> greedy token ids of every image, from each of `captioners` (label -> OrtCaptioner). The images are
+    decoded once, a batch at a time, and every captioner runs on that batch before the next is decoded: memory holds
+    one batch of pixels, however many images and captioners. `finite`: non-finite logits are an error."""
+    tokens: dict[str, list[list[int]]] = {label: [] for label in captioners}
+    for batch in images.batches():
+        for label, captioner in captioners.items():
+            generation = captioner.generate(batch)
+            if finite and not np.isfinite(generation.first_logits).all():
+                raise RuntimeError(f"the {label} graphs give non-finite logits")
+            tokens[label] += generation.tokens
+    return tokens
+
+
 def measure(export_dir: Path, dtypes: list[str | dict], images: AgreementImages) -> dict[str, dict]:
     """Greedy-caption agreement of each dtype (or per-graph mix) with fp32, in onnxruntime, on `images`."""
     from distilvit.export.ort_generate import OrtCaptioner
 
-    batches = list(images.batches())
-    reference = [t for b in batches for t in OrtCaptioner(export_dir, "fp32").generate(b).tokens]
+    labels = {(d if isinstance(d, str) else "mix"): d for d in dtypes}
+    tokens = caption_each({"fp32": OrtCaptioner(export_dir, "fp32"),
+                           **{label: OrtCaptioner(export_dir, d) for label, d in labels.items()}}, images)
+    reference = tokens["fp32"]
     result = {}
-    for dtype in dtypes:
-        label = dtype if isinstance(dtype, str) else "mix"
-        captioner = OrtCaptioner(export_dir, dtype)
-        tokens = []
-        for batch in batches:
-            generation = captioner.generate(batch)
-            if not np.isfinite(generation.first_logits).all():
-                raise RuntimeError(f"the {label} graphs give non-finite logits")
-            tokens += generation.tokens
-        same = sum(a == b for a, b in zip(tokens, reference))
+    for label in labels:
+        same = sum(a == b for a, b in zip(tokens[label], reference))
         result[label] = {"caption_match_with_fp32": same / len(reference), "images": len(reference),
                          "source": images.source}
         log.info("  %s: %d/%d captions equal to fp32 (%s)", label, same, len(reference), images.source)
