@@ -29,8 +29,8 @@ setup: $(BIN)/distilvit-web ## Create .venv and install the package with test de
 quickstart: setup ## Offline main job: train the tiny preset, export it (fp32 + q8), verify parity, serve the demo
 	$(BIN)/distilvit-web quickstart --serve
 
-test: setup ## Run the test suite (offline, CPU)
-	$(BIN)/python -m pytest -q
+test: setup ## Run the test suite (offline, CPU; two workers, a test module at a time each: tests/conftest.py)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 train-quick: setup ## Tiny preset on synthetic data (CPU, a few minutes)
 	$(BIN)/distilvit-web train --preset tiny --dataset synthetic --output-dir runs/tiny

@@ -36,6 +36,22 @@ FILE = "caption_vocab.json"  # written by train beside train_config.json
 MASKED_LOGIT = -1.0e4
 
 
+# A caption vocabulary this small is a closed list of words (the synthetic shapes give 18 tokens): the model can never
+# say anything outside it, whatever the image. English alt text uses a few thousand of a BPE decoder's tokens.
+SMALL = 1000
+
+
+def small_warning(tokens: int, vocab_size: int) -> str | None:
+    """The warning `train` prints when a caption vocabulary of `tokens` ids is a closed word list for a decoder of
+    `vocab_size` tokens (under SMALL and under a tenth of the decoder's); None otherwise (a word-level decoder
+    built from the captions, like the tiny preset's, is its own caption vocabulary)."""
+    if tokens >= SMALL or tokens * 10 > vocab_size:
+        return None
+    return (f"the caption vocabulary holds only {tokens} of the decoder's {vocab_size} tokens: the model will only "
+            "ever say words of its training captions, whatever the image. Fine for a closed set of labels; for "
+            "captions of any photograph train on more varied captions, or pass --full-vocab")
+
+
 def from_captions(tokenizer, captions: Iterable[str], max_length: int) -> list[int]:
     """Sorted ids of `captions` tokenized as the training collator does (no special tokens, cut at max_length), plus
     EOS (every caption ends with it) and BOS (the decoder's first input)."""

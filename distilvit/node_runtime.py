@@ -3,6 +3,8 @@
 The package (`@huggingface/transformers`, version in `js/package.json`) is installed with npm into a cache folder
 (`$DISTILVIT_WEB_CACHE` or `~/.cache/distilvit-web`), once per version, with `ONNXRUNTIME_NODE_INSTALL=skip` (its
 postinstall would try to download CUDA libraries). A missing node or npm is a UserError naming what to install.
+Commands started at once (two `verify parity`, test workers) take turns through a lock file beside the folder: one
+installs, the others wait and find it installed; files in it are replaced whole, never rewritten in place.
 This module knows nothing about how an export was made; it passes a folder and image paths to Node.
 """
 
@@ -39,13 +41,39 @@ def _require(tool: str) -> str:
     return found
 
 
+def lock():
+    """The lock every change to the cache folder is made under (a FileLock, used as a context manager)."""
+    from filelock import FileLock
+
+    folder = cache_dir()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder) + ".lock")
+
+
+def replace_file(source: Path, target: Path) -> None:
+    """`target` gets `source`'s bytes, renamed into place whole (a reader meanwhile sees the old file or the new),
+    and is left alone when it already holds them."""
+    data = Path(source).read_bytes()
+    if target.is_file() and target.read_bytes() == data:
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
 def ensure_installed() -> Path:
     """The folder holding node_modules with the pinned transformers.js (installed now if missing)."""
     folder = cache_dir()
     marker = folder / "node_modules" / "@huggingface" / "transformers" / "package.json"
-    if marker.is_file():
-        _copy_scripts(folder)
-        return folder
+    with lock():
+        if not marker.is_file():
+            _install(folder, marker)
+        for script in JS_DIR.glob("*.mjs"):
+            replace_file(script, folder / script.name)
+    return folder
+
+
+def _install(folder: Path, marker: Path) -> None:
     npm = _require("npm")
     _require("node")
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,13 +84,6 @@ def ensure_installed() -> Path:
                             capture_output=True, text=True)
     if result.returncode != 0 or not marker.is_file():
         raise UserError(f"npm could not install {PACKAGE}@{pinned_version()} into {folder}:\n{result.stderr[-2000:]}")
-    _copy_scripts(folder)
-    return folder
-
-
-def _copy_scripts(folder: Path) -> None:
-    for script in JS_DIR.glob("*.mjs"):
-        shutil.copyfile(script, folder / script.name)
 
 
 def run_script(script: str, request: dict, timeout: int = 600) -> dict:

@@ -32,7 +32,6 @@ import logging
 import os
 import posixpath
 import re
-import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -117,9 +116,10 @@ def vendor_dir() -> Path:
     runtime = node_runtime.ensure_installed()
     vendor = runtime / "vendor"
     if not all((vendor / f).is_file() for f in VENDOR_FILES):
-        vendor.mkdir(exist_ok=True)
-        for name, source in VENDOR_FILES.items():
-            shutil.copyfile(runtime / source, vendor / name)
+        with node_runtime.lock():
+            vendor.mkdir(exist_ok=True)
+            for name, source in VENDOR_FILES.items():
+                node_runtime.replace_file(runtime / source, vendor / name)
     return vendor
 
 

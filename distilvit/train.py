@@ -372,6 +372,9 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
             caption_vocab.save(out, ids, model.config.text_config.vocab_size, len(captions))
             log.info("caption vocabulary: %d of the decoder's %d tokens (from %d training captions; --full-vocab "
                      "keeps them all)", len(ids), model.config.text_config.vocab_size, len(captions))
+            small = caption_vocab.small_warning(len(ids), model.config.text_config.vocab_size)
+            if small:
+                log.warning(small)
     if config.gradient_checkpointing:
         model.model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = lora.apply_lora(model, config)

@@ -49,10 +49,10 @@ def real_run(tmp_path_factory) -> dict:
     run, export = root / "run", root / "export"
     # 24 steps at 20x the preset's learning rates: ~100 s here, and the shapes get captions ("a red triangle");
     # at the preset's rates 8 steps gave "a a a a ..." for every image, whose parity would say little.
-    run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", encoder, "--dataset", "synthetic",
-             "--synthetic-size", 256, "--max-steps", 24, "--effective-batch-size", 8, "--per-device-train-batch-size", 8,
-             "--projection-lr", "1e-2", "--lora-lr", "1e-3", "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run],
-            env)
+    trained = run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", encoder, "--dataset",
+                       "synthetic", "--synthetic-size", 256, "--max-steps", 24, "--effective-batch-size", 8,
+                       "--per-device-train-batch-size", 8, "--projection-lr", "1e-2", "--lora-lr", "1e-3",
+                       "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run], env)
     run_cli(["export", run, "--output", export, "--agreement-images", 0], env)
     images = root / "images"
     images.mkdir()
@@ -63,7 +63,7 @@ def real_run(tmp_path_factory) -> dict:
     rng = random.Random(7)
     for i in range(2):
         draw_scene(rng, 64)[0].save(images / f"shapes-{i}.png")
-    return {"run": run, "export": export, "images": images, "env": env}
+    return {"run": run, "export": export, "images": images, "env": env, "train_log": trained.stdout + trained.stderr}
 
 
 def _images(folder: Path) -> list[Image.Image]:
@@ -86,6 +86,18 @@ def test_the_real_decoders_chat_specials_need_nothing_special(real_run):
     assert ids[-1] == tokenizer.bos_token_id == 1
     merged = json.loads((real_run["run"] / "merged" / "generation_config.json").read_text())
     assert merged["eos_token_id"] in (2, [2])
+
+
+def test_a_closed_caption_vocabulary_is_named_at_training(real_run):
+    """The synthetic shapes' captions use a handful of SmolLM2's 49,152 tokens: train says the model can only say
+    those words (the tiny preset's word-level decoder, built from its captions, gets no such warning)."""
+    from distilvit import caption_vocab
+
+    tokens = len(caption_vocab.load(real_run["run"]))
+    assert tokens < 40
+    assert f"only {tokens} of the decoder's 49153 tokens" in real_run["train_log"]
+    assert caption_vocab.small_warning(tokens, 64) is None  # a decoder whose whole vocabulary is the captions'
+    assert caption_vocab.small_warning(caption_vocab.SMALL, 49153) is None
 
 
 def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):

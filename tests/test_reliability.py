@@ -247,3 +247,27 @@ def test_a_link_out_of_the_dataset_folder_is_refused(tmp_path):
     (folder / "train" / "b.png").symlink_to(outside)
     with pytest.raises(UserError, match=r"b.png is a link to .*private.png, outside the dataset folder"):
         load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)
+
+
+def test_commands_started_at_once_take_turns_on_the_transformers_js_folder(tmp_path, monkeypatch):
+    """While one command holds the runtime folder's lock (installing, or copying the demo's vendor files), another
+    waits for it instead of installing into the same folder or reading a half-copied script."""
+    import threading
+
+    from distilvit import node_runtime
+
+    monkeypatch.setenv("DISTILVIT_WEB_CACHE", str(tmp_path / "cache"))
+    folder = node_runtime.cache_dir()
+    marker = folder / "node_modules" / "@huggingface" / "transformers" / "package.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("{}")  # installed: ensure_installed has only the scripts to copy
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (node_runtime.ensure_installed(), done.set()))
+    with node_runtime.lock():
+        worker.start()
+        assert not done.wait(1.0), "ensure_installed went ahead while another command held the lock"
+        assert not (folder / "caption.mjs").exists()
+    worker.join(60)
+    assert done.is_set()
+    assert (folder / "caption.mjs").read_bytes() == (node_runtime.JS_DIR / "caption.mjs").read_bytes()
+    assert not list(folder.glob(".*.tmp"))
