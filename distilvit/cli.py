@@ -118,7 +118,7 @@ def train(
     head_lr: Optional[float] = typer.Option(None, help="Learning rate of the output head when trained."),
     vision_unfreeze_layers: Optional[int] = typer.Option(None, help="Train the last N vision layers too (default 0: encoder frozen)."),
     max_length: Optional[int] = typer.Option(None, help="Caption length in tokens (longer captions are cut)."),
-    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: measured 1.03x faster per caption in Chromium, a smaller download; docs/training.md), or every token of the decoder's vocabulary. Default: --caption-vocab."),
+    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: measured 1.03x faster per caption in Chromium, a smaller download, the same captions as without it on a real SmolLM2's test images; a warning when it is a closed word list; docs/training.md), or every token of the decoder's vocabulary. Default: --caption-vocab."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
