@@ -192,6 +192,23 @@ def test_all_images_unreadable_raises(tmp_path):
         load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"))
 
 
+def test_an_image_too_large_to_decode_stops_the_run_instead_of_being_skipped(tmp_path):
+    """Only damaged files are skipped: a header claiming 200 megapixels (over twice Pillow's limit, a decompression
+    bomb) is one error naming its row, with num_proc 1 and in worker processes alike."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    folder = _folder(tmp_path / "bomb", [f"caption {i}" for i in range(40)])
+    (folder / "7.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20_000, 10_000, 8, 0, 0, 0, 0))
+                                   + chunk(b"IEND", b""))
+    for num_proc in (1, 2):
+        with pytest.raises(UserError, match=r"row \d+ is too large to decode safely .*remove or shrink it"):
+            load_caption_splits([str(folder)], cache_dir=str(tmp_path / f"cache{num_proc}"), num_proc=num_proc)
+
+
 # --- user errors ---------------------------------------------------------------------------------------------
 
 def test_missing_path_raises_user_error(tmp_path):
@@ -256,3 +273,18 @@ def test_sample_caps_every_split(tmp_path):
     assert list(again["train"]["captions"]) == list(dd["train"]["captions"])
     with pytest.raises(UserError, match="unknown synthetic size keys"):
         load_caption_splits(["synthetic"], synthetic_sizes={"train": 5})
+
+
+def test_running_out_of_memory_while_checking_images_stops_with_the_row(tmp_path, monkeypatch):
+    """A MemoryError while an image is decoded is not an unreadable image: one error naming the row (injected here:
+    a real one needs an image larger than this machine's memory)."""
+    from distilvit.data import prepare
+
+    folder = _folder(tmp_path / "oom", [f"caption {i}" for i in range(20)])
+
+    def decode_fails(cell):
+        raise MemoryError
+
+    monkeypatch.setattr(prepare, "image_key", decode_fails)
+    with pytest.raises(UserError, match=r"ran out of memory decoding the image of row 0; .*--num-proc"):
+        load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)

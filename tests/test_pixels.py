@@ -123,7 +123,8 @@ def _png_header(width: int, height: int) -> bytes:
 
 def test_an_image_over_twice_pillows_limit_names_ours(tmp_path, monkeypatch):
     """Pillow refuses headers over twice its MAX_IMAGE_PIXELS (~179 MP) inside Image.open, before our own check."""
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after: a limit above raises it
+    pillows = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillows)  # restored after the test whatever the code does
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(_png_header(20_000, 10_000))  # claims 200 megapixels in 45 bytes
     with pytest.raises(UserError, match=r"bomb.png is over the limit of 50,000,000 pixels .*--max-image-pixels"):
@@ -132,6 +133,7 @@ def test_an_image_over_twice_pillows_limit_names_ours(tmp_path, monkeypatch):
         decode_rgba(bomb, max_pixels=None)  # training's path: no limit of ours, Pillow's still holds
     with pytest.raises(UserError, match=r"cannot read image .*bomb.png"):  # allowed, then found to hold no pixels
         decode_rgba(bomb, max_pixels=300_000_000)
+    assert Image.MAX_IMAGE_PIXELS == pillows  # our higher limit applied to that image only, not the process
 
 
 def test_training_batches_and_captioning_share_the_path(variants, tmp_path):

@@ -20,7 +20,9 @@ import logging
 import multiprocessing
 import os
 import platform
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +93,15 @@ def _cache_folder(cache_dir: str | None) -> Path:
     return Path(cache_dir or datasets.config.HF_DATASETS_CACHE) / "distilvit-web-prepared"
 
 
+# What decoding a damaged or foreign file raises in Pillow 13 (truncated data, bad headers, unknown formats, broken
+# compressed streams): such an image is unreadable and its row is skipped. Anything else (a decompression bomb, running
+# out of memory, a bug) stops the run: skipping it would drop valid images from training without a word.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
+
+
 def image_key(cell: dict) -> str | None:
-    """sha1 of an undecoded `datasets.Image` cell's bytes when PIL can fully decode it, else None."""
+    """sha1 of an undecoded `datasets.Image` cell's bytes when PIL can fully decode it, None when the file is
+    damaged (DECODE_ERRORS); anything else raises."""
     try:
         data = cell.get("bytes")
         if not data:
@@ -101,18 +110,29 @@ def image_key(cell: dict) -> str | None:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
         return hashlib.sha1(data).hexdigest()
-    except Exception:  # OSError, SyntaxError, ValueError, DecompressionBombError...: all mean unreadable
+    except DECODE_ERRORS:
         return None
 
 
 def _scan(job) -> list[str | None]:
-    """Image keys of rows [start, stop) of an undecoded image column (runs in worker processes)."""
-    images, start, stop = job
-    return [image_key(cell) for cell in images[start:stop]["image"]]
+    """Image keys of rows [start, stop) of an undecoded image column (runs in worker processes); a UserError naming
+    the row for an image that is too large to decode or for running out of memory."""
+    images, start, stop, what = job
+    keys = []
+    for row, cell in enumerate(images[start:stop]["image"], start):
+        try:
+            keys.append(image_key(cell))
+        except Image.DecompressionBombError as err:
+            raise UserError(f"{what}: the image of row {row} is too large to decode safely ({err}); remove or "
+                            "shrink it (rows that are too large are not skipped silently)") from None
+        except MemoryError:
+            raise UserError(f"{what}: ran out of memory decoding the image of row {row}; free memory or check the "
+                            "images with fewer processes (--num-proc)") from None
+    return keys
 
 
 def _scan_images(images: datasets.Dataset, num_proc: int, desc: str) -> list[str | None]:
-    jobs = [(images, start, min(start + CHUNK_ROWS, len(images))) for start in range(0, len(images), CHUNK_ROWS)]
+    jobs = [(images, start, min(start + CHUNK_ROWS, len(images)), desc) for start in range(0, len(images), CHUNK_ROWS)]
     keys: list[str | None] = []
     with tqdm(total=len(images), desc=desc, unit="img", disable=None) as bar:
         if num_proc > 1 and len(jobs) > 1:
