@@ -114,6 +114,12 @@ def remove_leftovers(target: Path) -> list[Path]:
         kind = path.name[len(Path(target).name) + 2 :].split("-", 1)[0]
         if kind not in ("tmp", "old") or not path.is_dir():
             continue
+        if kind == "old" and not Path(target).exists():
+            # the earlier content, moved aside by a replace that stopped before the new content took its place:
+            # the only copy there is, so it goes back
+            path.rename(target)
+            log.warning("restored %s from %s, left by an interrupted replace", target, path)
+            continue
         owner = path / OWNER_FILE
         try:
             pid = int(owner.read_text().strip()) if owner.is_file() else None
@@ -125,6 +131,16 @@ def remove_leftovers(target: Path) -> list[Path]:
         log.warning("removed %s, left by an interrupted earlier write of %s", path, target)
         removed.append(path)
     return removed
+
+
+def _put_back(old: Path, target: Path) -> None:
+    """Return the earlier content moved aside to `old` to `target` after the new content failed to take its place;
+    if even that fails, say where it is (remove_leftovers restores it on the next write of `target`)."""
+    try:
+        old.rename(target)
+    except OSError as err:
+        raise UserError(f"replacing {target} failed and its earlier content could not be put back: it is in {old} "
+                        f"({err.strerror or err}); rename it to {target.name} to restore it") from err
 
 
 @contextmanager
@@ -153,7 +169,11 @@ def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
             if any(target.iterdir()):
                 old = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
                 target.rename(old)
-                tmp.rename(target)
+                try:
+                    tmp.rename(target)
+                except BaseException:
+                    _put_back(old, target)
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 target.rmdir()

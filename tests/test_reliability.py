@@ -77,6 +77,8 @@ def test_output_dot_is_refused(short_run, tmp_path):
 
 def test_leftovers_of_a_killed_write_are_named_and_removed(tmp_path, caplog):
     target = tmp_path / "export"
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # the replace finished: the moved-aside old content is obsolete
     dead = tmp_path / ".export.tmp-abc123"
     dead.mkdir()
     (dead / OWNER_FILE).write_text("999999999\n")  # no such process
@@ -89,6 +91,43 @@ def test_leftovers_of_a_killed_write_are_named_and_removed(tmp_path, caplog):
         removed = remove_leftovers(target)
     assert sorted(p.name for p in removed) == [".export.old-xyz", ".export.tmp-abc123"]
     assert running.is_dir() and "interrupted earlier write" in caplog.text
+
+
+def test_a_replace_that_fails_halfway_keeps_the_old_content(tmp_path, monkeypatch):
+    """The earlier folder is moved aside before the new one takes its name: when that second rename fails (injected),
+    the earlier content is put back under its name and nothing is left beside it."""
+    from pathlib import Path
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "config.json").write_text("old")
+    real_rename = Path.rename
+
+    def failing_rename(self, new):
+        if self.name.startswith(".export.tmp-"):
+            raise OSError(5, "Input/output error")
+        return real_rename(self, new)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError):
+        with atomic_dir(target, overwrite=True) as tmp:
+            (tmp / "config.json").write_text("new")
+    monkeypatch.undo()
+    assert (target / "config.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_old_content_left_aside_by_a_killed_replace_is_restored_not_deleted(tmp_path, caplog):
+    """A replace killed between its two renames leaves the earlier content in .NAME.old-* and no NAME: the next write
+    of NAME puts it back (it is the only copy) instead of cleaning it away."""
+    target = tmp_path / "export"
+    aside = tmp_path / ".export.old-abc123"
+    aside.mkdir()
+    (aside / "config.json").write_text("old")
+    with caplog.at_level("WARNING"):
+        remove_leftovers(target)
+    assert (target / "config.json").read_text() == "old" and not aside.exists()
+    assert "restored" in caplog.text
 
 
 def test_a_written_folder_has_the_users_normal_permissions(tmp_path):
