@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -106,26 +107,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def owner_alive(folder: Path) -> bool:
+    """Whether another live process wrote `folder`'s `.owner` (it is still at work on it)."""
+    owner = Path(folder) / OWNER_FILE
+    try:
+        pid = int(owner.read_text().strip()) if owner.is_file() else None
+    except (ValueError, OSError):
+        pid = None
+    return pid is not None and pid != os.getpid() and _alive(pid)
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename `folder` to `.NAME.old-*` beside it, marked with this process as its owner, and return the new path:
+    kept until the caller removes it or puts it back (remove_leftovers restores it if NAME is then missing)."""
+    folder = Path(folder)
+    aside = folder.with_name(f".{folder.name}.old-{os.getpid()}{secrets.token_hex(3)}")
+    folder.rename(aside)
+    (aside / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    return aside
+
+
+def put_back(aside: Path, folder: Path) -> None:
+    """`aside` (from set_aside) becomes `folder` again, `folder` (what replaced it) removed first."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (aside / OWNER_FILE).unlink(missing_ok=True)
+    aside.rename(folder)
+
+
 def remove_leftovers(target: Path) -> list[Path]:
     """Remove the temporary folders an interrupted write of `target` left beside it; return them. A folder whose
     writer is still running (its `.owner` pid alive) is kept."""
     removed = []
     for path in sorted(Path(target).parent.glob(f".{Path(target).name}.*-*")):
         kind = path.name[len(Path(target).name) + 2 :].split("-", 1)[0]
-        if kind not in ("tmp", "old") or not path.is_dir():
+        if kind not in ("tmp", "old") or not path.is_dir() or owner_alive(path):
             continue
         if kind == "old" and not Path(target).exists():
             # the earlier content, moved aside by a replace that stopped before the new content took its place:
             # the only copy there is, so it goes back
+            (path / OWNER_FILE).unlink(missing_ok=True)
             path.rename(target)
             log.warning("restored %s from %s, left by an interrupted replace", target, path)
-            continue
-        owner = path / OWNER_FILE
-        try:
-            pid = int(owner.read_text().strip()) if owner.is_file() else None
-        except ValueError:
-            pid = None
-        if pid is not None and pid != os.getpid() and _alive(pid):
             continue
         shutil.rmtree(path, ignore_errors=True)
         log.warning("removed %s, left by an interrupted earlier write of %s", path, target)

@@ -137,7 +137,7 @@ def train(
     synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default 8000; validation and test stay 200)."),
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir: it is kept aside (.NAME.old-*) until the new run writes its first checkpoint, and comes back if the new run stops before that."),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
 ):
     if gpus > 1 and "LOCAL_RANK" not in os.environ:

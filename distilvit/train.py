@@ -36,7 +36,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from distilvit import caption_vocab
 from distilvit import device as devices
 from distilvit import lora
-from distilvit.atomic import check_creatable
+from distilvit.atomic import check_creatable, owner_alive, put_back, set_aside
 from distilvit.caption import Captioner, load_captioner
 from distilvit.collate import CaptionCollator
 from distilvit.config import CONFIG_FILE, TrainConfig
@@ -173,6 +173,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
                             dataloader_workers=config.dataloader_workers)
     state = _distributed_state(run_plan)
     main = state is None or state.is_main_process
+    if main:
+        recover_replaced(out)
     action = check_output_dir(config, resume, overwrite)
     if action == "done":
         if main:
@@ -191,21 +193,54 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
         state.wait_for_everyone()  # every process has checked the folder before the main one changes it
 
     created = not out.exists() or action == "fresh"
+    previous = None  # the run --overwrite replaces, kept aside until the new one is worth more
     if main:
-        if action == "fresh" and out.exists():
-            shutil.rmtree(out)
         try:
+            if action == "fresh" and out.exists():
+                previous = set_aside(out)
+                log.info("the previous run in %s is kept in %s until this one writes its first checkpoint", out,
+                         previous.name)
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UserError(f"cannot write the training run {out}: {err.strerror or err}; "
                             "choose a folder you can write to") from err
     try:
-        return _train_in(out, config, splits, run_plan, state, resume=(action == "resume"))
+        result = _train_in(out, config, splits, run_plan, state, resume=(action == "resume"))
     except BaseException:
-        # A run that never reached a checkpoint has nothing worth keeping.
-        if main and created and not (out / CHECKPOINTS_DIR).is_dir():
-            shutil.rmtree(out, ignore_errors=True)
+        # A run that never reached a checkpoint has nothing worth keeping; the run it was to replace comes back.
+        if main and created and not has_checkpoint(out):
+            if previous is not None:
+                put_back(previous, out)
+                log.warning("the new run stopped before its first checkpoint: the previous run is back in %s", out)
+            else:
+                shutil.rmtree(out, ignore_errors=True)
+        elif previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)  # the new run can be resumed: it replaces the old
         raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return result
+
+
+def has_checkpoint(out: Path) -> bool:
+    """Whether the run in `out` saved a checkpoint (the Trainer makes the checkpoints folder before its first)."""
+    return any((out / CHECKPOINTS_DIR).glob("checkpoint-*"))
+
+
+def recover_replaced(out: Path) -> None:
+    """A run `train --overwrite` set aside (`.NAME.old-*`) whose replacement was killed: back in NAME when the
+    replacement wrote no checkpoint (nothing of it is worth keeping), else removed (the replacement can be resumed).
+    A folder another live process set aside is left alone."""
+    for aside in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not aside.is_dir() or owner_alive(aside) or not (aside / CONFIG_FILE).is_file():
+            continue
+        if has_checkpoint(out):
+            shutil.rmtree(aside, ignore_errors=True)
+            log.warning("removed %s: the run that replaced it in %s has checkpoints", aside, out)
+        else:
+            put_back(aside, out)
+            log.warning("restored the previous run in %s from %s: the run started to replace it was stopped before "
+                        "its first checkpoint", out, aside.name)
 
 
 def _distributed_state(run_plan: devices.TrainPlan):

@@ -310,3 +310,38 @@ def test_commands_started_at_once_take_turns_on_the_transformers_js_folder(tmp_p
     assert done.is_set()
     assert (folder / "caption.mjs").read_bytes() == (node_runtime.JS_DIR / "caption.mjs").read_bytes()
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_train_overwrite_killed_before_its_first_checkpoint_loses_nothing(short_run, tmp_path):
+    """`train --overwrite` sets the finished run aside instead of deleting it; killed before the new run's first
+    checkpoint, the next `train` of that folder puts the previous run back, byte for byte."""
+    import shutil
+    import signal
+    import time
+    from pathlib import Path
+
+    from conftest import short_config
+
+    from distilvit.train import train
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run)
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    script = ("import sys\n"
+              f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from conftest import short_config\n"
+              "from distilvit.train import train\n"
+              f"train(short_config({str(run)!r}, max_steps=2000, eval_steps=0, save_steps=1000), overwrite=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (list(tmp_path.glob(".run.old-*")) and (run / "train_config.json").is_file()):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "the overwriting run never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(run.glob("checkpoints/checkpoint-*"))
+    result = train(short_config(run))  # the same settings as the previous run: found finished once restored
+    assert result.skipped
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob(".run.old-*"))
