@@ -73,7 +73,7 @@ configs:
     path: data/test-*
 ---
 """
-COCO_README = "---\nlicense: apache-2.0\n---\n\nTest"  # 39 bytes, the whole file
+COCO_README = "---\nlicense: apache-2.0\n---\n\nTest"  # the text DATASETS.md quotes (33 bytes; it says 39 B)
 THINGS = ["dog", "person", "bicycle", "flower", "temple", "tree", "car", "bench", "cat", "boat", "kite", "roof"]
 PLACES = ["in a park", "on a street", "near a lake", "in a garden", "on a beach", "in front of a building"]
 

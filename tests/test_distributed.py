@@ -33,7 +33,11 @@ def test_two_processes_average_gradients(tmp_path):
     plan = json.loads((two / "train_config.json").read_text())["run_info"]["plan"]
     assert (plan["world_size"], plan["backend"], plan["effective_batch"]) == (2, "gloo", 8)
     # both start from the same weights: the tiny base models are built from the same seed
-    assert load_file(two / "base/encoder/model.safetensors").keys() == load_file(one / "base/encoder/model.safetensors").keys()
+    for part in ("encoder", "decoder"):
+        base_two, base_one = (load_file(run / f"base/{part}/model.safetensors") for run in (two, one))
+        assert base_two.keys() == base_one.keys() and base_one, part
+        for key in base_one:
+            assert torch.equal(base_two[key], base_one[key]), f"base {part} {key} differs between the two runs"
     a = load_file(two / "adapter/adapter_model.safetensors")
     b = load_file(one / "adapter/adapter_model.safetensors")
     assert a.keys() == b.keys() and len(a) > 0

@@ -25,7 +25,7 @@ REFERENCES = [
 ]
 
 
-@pytest.mark.skipif(shutil.which("java") is None, reason="the reference PTB tokenizer is a Java program; java is not installed")
+@pytest.mark.skipif(shutil.which("java") is None, reason="the reference PTB tokenizer is a Java program; java is not installed (.ci/run installs Debian's default-jre-headless)")
 def test_same_scores_as_the_java_reference_pipeline():
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider

@@ -48,15 +48,18 @@ def test_onnx_pixel_graph_equals_the_torch_path(size, variants):
         assert np.abs(got - want).max() < 1e-4, name
 
 
-def test_the_resize_is_torchs_antialiased_bicubic():
-    """model_pixels resizes exactly as `interpolate(bicubic, antialias=True)`, and differs from plain bicubic on a
-    downscale (so the comparison would catch a graph without antialiasing)."""
+def test_the_resize_is_pillows_bicubic():
+    """model_pixels resizes as Pillow's BICUBIC does (an antialiased cubic, a = -0.5, on float samples: the resize of
+    transformers' SigLIP image processor), checked against Pillow itself, not against the torch call it makes; plain
+    bicubic differs on a downscale (so the comparison would catch a resize without antialiasing)."""
     raw = torch.randint(0, 256, (1, 3, 300, 200), generator=torch.Generator().manual_seed(0)).float()
     ours = model_pixels(raw, 64, [0, 0, 0], [1 / 255] * 3)  # scale 1, shift 0: the resized values themselves
-    antialiased = F.interpolate(raw, size=(64, 64), mode="bicubic", antialias=True, align_corners=False)
+    pillow = torch.from_numpy(np.stack([
+        np.asarray(Image.fromarray(raw[0, c].numpy(), mode="F").resize((64, 64), Image.Resampling.BICUBIC))
+        for c in range(3)]))[None]
     plain = F.interpolate(raw, size=(64, 64), mode="bicubic", antialias=False, align_corners=False)
-    assert torch.allclose(ours, antialiased, atol=1e-3)
-    assert (ours - plain).abs().max() > 20
+    assert (ours - pillow).abs().max() < 1e-3
+    assert (pillow - plain).abs().max() > 20
 
 
 def test_decode_rules_on_real_photographs(variants):
@@ -136,22 +139,31 @@ def test_an_image_over_twice_pillows_limit_names_ours(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == pillows  # our higher limit applied to that image only, not the process
 
 
-def test_training_batches_and_captioning_share_the_path(variants, tmp_path):
-    """The collator's pixel values are model_pixels of the decoded image: the same as captioning and the graph,
-    colour profile included (a dataset's images arrive as PIL images carrying their profile)."""
-    prepare = PixelPreparer(32, MEAN, STD)
-    images = [Image.open(variants[name]) for name in ("rgba-ramp.png", "exif-rotated.jpg", "gray16.png")]
+def test_training_batches_and_captioning_share_the_path(variants, tmp_path, short_run):
+    """What the training collator feeds the model for a dataset's images (PIL images as `datasets` opens them, colour
+    profile in their info) equals what `caption` feeds it for the same files (opened by path): two code paths, one
+    rule, colour profile included."""
+    from distilvit.caption import load_captioner, open_image
+    from distilvit.collate import CaptionCollator
+
+    captioner = load_captioner(short_run)
+    config = captioner.model.config
+    collator = CaptionCollator(captioner.processor, config.image_seq_length, 12, config.vision_config.image_size)
+    files = [variants[name] for name in ("rgba-ramp.png", "exif-rotated.jpg", "gray16.png")]
     if not missing_profiles():
         from photos import write_profiled
 
-        profiled = Image.open(write_profiled(tmp_path)["display-p3.png"])
-        untagged = profiled.convert("RGB")
-        untagged.info.pop("icc_profile")
-        assert (prepare([profiled]) - prepare([untagged])).abs().max() > 0.1  # the profile counts
-        images.append(profiled)
-    batch = prepare(images)
-    for i, image in enumerate(images):
-        assert torch.equal(batch[i : i + 1], model_pixels(raw_tensor(decode_rgba(image)), 32, MEAN, STD))
+        files.append(write_profiled(tmp_path)["display-p3.png"])
+    rows = [{"image": Image.open(f), "captions": ["a red circle"]} for f in files]
+    training = collator(rows)["pixel_values"]
+    captioning = captioner.pixels([open_image(f) for f in files])
+    assert training.shape == captioning.shape == (len(files), 3, config.vision_config.image_size,
+                                                  config.vision_config.image_size)
+    assert torch.equal(training, captioning)
+    if not missing_profiles():  # the profile counts: dropping it changes the pixels
+        untagged = Image.open(files[-1]).convert("RGB")
+        untagged.info.pop("icc_profile", None)
+        assert (collator([{"image": untagged, "captions": ["x"]}])["pixel_values"] - training[-1:]).abs().max() > 0.1
 
 
 needs_profiles = pytest.mark.skipif(bool(missing_profiles()), reason=f"ICC profile files missing: {missing_profiles()} "

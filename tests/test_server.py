@@ -150,9 +150,13 @@ def test_only_host_headers_naming_this_machine_are_answered(served, host, status
 
 
 def test_allowed_hosts_and_wildcard(served):
-    served.RequestHandlerClass.keywords["site"].allowed_hosts = {"models.intranet"}
+    site = served.RequestHandlerClass.keywords["site"]
+    site.allowed_hosts = {"models.intranet"}
     assert request(served, "/", {"Host": "models.intranet:8000"})[0].status == 200
     assert request(served, "/", {"Host": "other.intranet"})[0].status == 403
+    site.allowed_hosts = {"*"}  # `--allow-host '*'`: any name is answered
+    assert request(served, "/", {"Host": "other.intranet"})[0].status == 200
+    assert request(served, "/", {"Host": "evil.example.com:8000"})[0].status == 200
 
 
 def test_long_paths_and_a_broken_export_do_not_break_the_server(served, tmp_path, caplog):
