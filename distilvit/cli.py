@@ -26,7 +26,7 @@ COMMANDS = {
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
-    "upload": "Upload an export folder to a Hugging Face Hub model repo (its README.md is the model card).",
+    "upload": "Upload an export folder to a Hugging Face Hub model repo (its README.md is the model card); the repo then mirrors the export (files it lacks are deleted in the same commit).",
     "verify": "Checks of an export against the PyTorch model it came from.",
     "bench": "Benchmarks: alone, caption latency of every runtime vs the machine's floor on the real-size architecture (random weights, nothing downloaded); `bench train`, training throughput; `bench quality MODEL`, quantization recipes on your trained model.",
 }
@@ -292,7 +292,7 @@ def upload(
     export_dir: Path = typer.Argument(..., help="An export folder written by `distilvit-web export`."),
     repo_id: str = typer.Option(..., help="The Hub model repo, ORG/NAME (created if missing)."),
     private: bool = typer.Option(False, "--private", help="Create the repo as private."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded; touch no network."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded, and the repo's files the export lacks that would be deleted (read from the Hub; unknown offline); change nothing."),
 ):
     _setup_logging()
     from distilvit.upload import upload as run_upload
@@ -302,6 +302,11 @@ def upload(
         typer.echo(f"  {name:50s} {size / 1e6:9.2f} MB")
     for name in result["skipped"]:
         typer.echo(f"  left out: {name}")
+    for name in result["deleted"] or []:
+        typer.echo(f"  {'would delete' if dry_run else 'deleted'} from the repo: {name}")
+    if result.get("deletions_unknown"):
+        typer.echo(f"  files the repo has and the export lacks (deleted by the upload): unknown, the Hub could not "
+                   f"be read ({result['deletions_unknown']})")
     total = f"{len(result['files'])} files, {result['bytes'] / 1e6:.1f} MB"
     typer.echo(f"would upload {total} to {repo_id}" if dry_run else f"uploaded {total} to {result['url']}")
 
