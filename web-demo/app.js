@@ -10,13 +10,16 @@ let pending = null; // image waiting for the model to load
 let captionId = 0; // answers to an older caption are ignored: a late answer never lands under a newer image
 let loadMs = null; // the current model's load time, shown beside each caption's time
 let runsOn = ''; // where the current model runs: 'WebGPU' or 'WASM, N threads'
+let loadFailed = null; // why the current model did not load (an image given then is refused with it, not kept waiting)
+let inFlight = null; // the image being captioned: captioned again by the next worker if this one is replaced
+let previewUrl = null; // the shown image's object URL, released when the next image replaces it
 
 function status(text) { $('status').textContent = text; }
 function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
 
 function onMessage({ data }) {
   if (data.type === 'progress') {
-    if (data.id !== loadId) return;
+    if (data.id !== loadId || ready) return; // a late file event after 'ready' must not bring the bar back
     $('progress').hidden = false;
     $('progress-bar').style.width = `${Math.round(data.progress ?? 0)}%`;
     $('progress-text').textContent = `${data.file} ${Math.round(data.progress ?? 0)}%`;
@@ -32,12 +35,15 @@ function onMessage({ data }) {
     if (pending) { const image = pending; pending = null; caption(image); }
   } else if (data.type === 'caption') {
     if (data.id !== captionId) return;
+    inFlight = null;
     $('progress').hidden = true;
     $('caption').textContent = data.text;
     $('timing').textContent = `(caption ${Math.round(data.ms)} ms on ${runsOn}; model load ${(loadMs / 1000).toFixed(1)} s, once)`;
     status('');
   } else if (data.type === 'error') {
     if ((data.kind === 'load' && data.id !== loadId) || (data.kind === 'caption' && data.id !== captionId)) return;
+    if (data.kind === 'load') { loadFailed = data.message; pending = null; }
+    if (data.kind === 'caption') inFlight = null;
     $('progress').hidden = true;
     showError(data.message);
     status('');
@@ -47,6 +53,7 @@ function onMessage({ data }) {
 function workerFor(device) {
   if (worker && workerDevice === device) return worker;
   if (worker) worker.terminate(); // its model and memory go with it
+  if (inFlight) { pending = inFlight; inFlight = null; } // a caption it was making: the new worker makes it
   worker = new Worker('worker.js', { type: 'module' });
   worker.onmessage = onMessage;
   workerDevice = device;
@@ -63,6 +70,7 @@ function load() {
   const device = $('device').value;
   if (device === 'webgpu' && !navigator.gpu) { showError('This browser has no WebGPU; choose WASM.'); return; }
   ready = false;
+  loadFailed = null;
   showError('');
   status(`Loading ${model.name} (${choice === 'mix' ? Object.values(dtype).join('/') : dtype}, ${device})...`);
   workerFor(device).postMessage({ type: 'load', id: ++loadId, model: model.path ?? model.name, layout: model.layout, dtype, device,
@@ -86,12 +94,18 @@ function fillDtypes() {
 function caption(blob) {
   showError('');
   if (!blob.type.startsWith('image/')) { showError(`"${blob.name ?? 'That file'}" is not an image.`); return; }
-  $('preview').src = URL.createObjectURL(blob);
+  if (previewUrl) URL.revokeObjectURL(previewUrl); // the image it showed is gone from the page
+  previewUrl = URL.createObjectURL(blob);
+  $('preview').src = previewUrl;
   $('result').hidden = false;
   $('caption').textContent = '';
   $('timing').textContent = '';
-  if (!ready) { pending = blob; status('Waiting for the model...'); return; }
+  if (!ready) {
+    if (loadFailed) { showError(`The model did not load (${loadFailed}); choose another model, dtype or device.`); return; }
+    pending = blob; status('Waiting for the model...'); return;
+  }
   status('Captioning...');
+  inFlight = blob;
   worker.postMessage({ type: 'caption', id: ++captionId, image: blob });
 }
 

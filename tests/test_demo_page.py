@@ -1,0 +1,120 @@
+"""The demo page's state in real Chromium, on the 6-step tiny run's export (the captions mean nothing; the page's
+bookkeeping is what is checked): images released, a failed load said, a caption in flight kept across a device
+switch, the progress bar gone once the model is ready."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_browser import CHROMIUM, FLAGS, free_port
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"),
+    pytest.mark.skipif(shutil.which("npm") is None, reason="the demo's transformers.js files come from npm, which is not installed"),
+]
+
+# Records every object URL the page makes and releases (the page's own calls, unchanged).
+RECORD_URLS = """
+window.__made = []; window.__released = [];
+const make = URL.createObjectURL.bind(URL), release = URL.revokeObjectURL.bind(URL);
+URL.createObjectURL = (o) => { const u = make(o); window.__made.push(u); return u; };
+URL.revokeObjectURL = (u) => { window.__released.push(u); release(u); };
+"""
+# Gives the page an image through its file input (as a user choosing a file does), then, in the same task (so the
+# caption is certainly in flight), optionally switches the device.
+GIVE_IMAGE = """async ([device]) => {
+  const blob = await (await fetch('samples/example-0.png')).blob();
+  const input = document.getElementById('file');
+  const files = new DataTransfer();
+  files.items.add(new File([blob], 'example.png', { type: 'image/png' }));
+  input.files = files.files;
+  input.dispatchEvent(new Event('change'));
+  if (device) { const select = document.getElementById('device'); select.value = device; select.dispatchEvent(new Event('change')); }
+}"""
+LOADED = "(text) => document.getElementById('status').textContent.startsWith('Model loaded') && document.getElementById('status').textContent.includes(text)"
+CAPTIONED = "document.getElementById('caption').textContent.length > 0"
+STATE = "['status', 'error', 'caption', 'timing'].map((id) => id + ': ' + document.getElementById(id).textContent).join(' | ')"
+
+
+def wait_for(page, condition, console, arg=None, timeout=120_000):
+    """page.wait_for_function, failing with what the page showed and logged (a bare timeout says nothing)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(condition, arg=arg, timeout=timeout)
+    except PlaywrightTimeout:
+        pytest.fail(f"waited {timeout / 1000:.0f} s for {condition} ({arg}); the page shows {page.evaluate(STATE)}; "
+                    f"console: {console[-15:]}")
+
+
+@pytest.fixture(scope="module")
+def short_server(short_run, tmp_path_factory):
+    from distilvit.export.exporter import export_model
+
+    export = tmp_path_factory.mktemp("demo-page") / "short"
+    export_model(short_run, export, quantize="q8", agreement_images=0)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", str(export), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300  # the first run installs transformers.js with npm
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited: {process.stdout.read()}")
+            time.sleep(0.5)
+    yield f"http://127.0.0.1:{port}/"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_the_pages_state_through_captions_a_device_switch_and_a_failed_load(short_server):
+    from playwright.sync_api import sync_playwright
+
+    from distilvit.browser_runtime import WEBGPU_FLAGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[f for f in FLAGS if f != "--disable-gpu"] + WEBGPU_FLAGS)
+        page = browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+        page.add_init_script(RECORD_URLS)
+        page.goto(short_server)
+        wait_for(page, LOADED, console, arg="(WASM, ")
+        assert page.is_hidden("#progress"), "the download progress bar stays once the model is ready"
+
+        # a caption in flight when the device changes is made by the new device's worker, not dropped
+        page.evaluate(GIVE_IMAGE, ["webgpu"])
+        # (the status line is cleared once the caption shows, so the caption's timing line is what is waited for)
+        wait_for(page, "document.getElementById('timing').textContent.includes('on WebGPU;')", console, timeout=240_000)
+        assert page.text_content("#caption")
+        assert page.is_hidden("#progress") and page.is_hidden("#error"), page.text_content("#error")
+
+        # each new image releases the previous one's object URL: the page holds one image, however many it captions
+        page.evaluate(GIVE_IMAGE, [None])
+        wait_for(page, CAPTIONED, console)
+        made, released = page.evaluate("[window.__made, window.__released]")
+        assert len(made) >= 3 and released == made[:-1], (made, released)
+
+        # a model that cannot load (its graphs refused; a fresh context, so no cached copy answers instead): said
+        # at once for an image given afterwards, never "Waiting for the model..."
+        failing = browser.new_context()
+        failing.route("**/*.onnx*", lambda route: route.abort())
+        page = failing.new_page()
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.goto(short_server)
+        page.wait_for_selector("#error:not([hidden])", timeout=120_000)
+        page.evaluate(GIVE_IMAGE, [None])
+        wait_for(page, "document.getElementById('error').textContent.includes('did not load')", console, timeout=30_000)
+        assert page.text_content("#status") != "Waiting for the model..."
+        browser.close()
