@@ -18,7 +18,6 @@ from __future__ import annotations
 import mimetypes
 import os
 import shutil
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,12 +54,13 @@ def page_for(export_dir: Path, device: str, files: dict[str, Path], page_name: s
     except ImportError as err:
         raise UserError("the chromium-* runtimes drive Chromium with Playwright: `pip install playwright` "
                         "(its browser download is not needed; the system's Chromium is used)") from err
-    from distilvit.server import build_site, export_version, make_server
+    from distilvit.served_site import build_site, export_version
+    from distilvit.server import make_server
 
     chromium = find_chromium()
     export_dir = Path(export_dir).resolve()
     server = make_server(build_site([export_dir]), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server.start()
     origin = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with sync_playwright() as playwright:

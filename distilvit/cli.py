@@ -257,7 +257,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; the default serves this machine only."),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free port)."),
     allow_host: list[str] = typer.Option([], "--allow-host", help="Also answer requests whose Host header is this name (repeatable; '*' answers any). By default only localhost names, IP literals and --host are answered, so a DNS-rebinding page cannot read the models."),
-    timeout: float = typer.Option(30.0, min=1.0, help="Seconds an idle or stalled connection is kept before it is closed."),
+    timeout: float = typer.Option(30.0, min=1.0, help="Deadline in seconds for each request's head to arrive, for a client that stops reading, and for an idle keep-alive connection; past it the connection is closed."),
 ):
     _setup_logging()
     if not exports:
@@ -269,7 +269,8 @@ def serve(
 
 def serve_exports(exports: list[Path], host: str, port: int, allow_hosts: set[str] | None = None,
                   timeout: float = 30.0) -> None:
-    from distilvit.server import build_site, is_loopback, make_server
+    from distilvit.served_site import build_site, is_loopback
+    from distilvit.server import make_server
 
     site = build_site(exports)
     site.allowed_hosts = set(allow_hosts or ())

@@ -7,7 +7,9 @@ takes these names from here. This module knows nothing about torch or onnx.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
+from pathlib import Path
 
 ONNX_DIR = "onnx"
 EXPORT_CONFIG = "export_config.json"
@@ -69,3 +71,17 @@ def present_names(layer: int) -> tuple[str, str]:
 
 def onnx_file(graph: str, dtype: str) -> str:
     return f"{ONNX_DIR}/{graph}{DTYPE_SUFFIX[dtype]}.onnx"
+
+
+# The dtype a page gets when it names none: the first of these the export has (q8 is fastest on WebAssembly;
+# q4 runs ~5x slower there and is for WebGPU). Always written explicitly, so it names files that exist.
+BROWSER_PREFERENCE = ("q8", "int8", "uint8", "fp16", "q4f16", "q4", "bnb4", "fp32")
+
+
+def configured_dtype(export_dir: Path) -> str | dict[str, str]:
+    """What an export's config.json makes transformers.js load by default: one dtype, or a per-graph dict."""
+    config = json.loads((Path(export_dir) / "config.json").read_text())
+    dtype = config.get("transformers.js_config", {}).get("dtype", "q8")  # transformers.js' browser default
+    if isinstance(dtype, dict) and len(set(dtype.values())) == 1:
+        return next(iter(dtype.values()))
+    return dtype

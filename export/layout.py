@@ -17,6 +17,7 @@ from transformers import LlavaConfig
 
 from distilvit import caption_vocab
 from distilvit.export import constants as C
+from distilvit.export.constants import BROWSER_PREFERENCE, configured_dtype  # noqa: F401 (importers of layout)
 
 
 def _write(path: Path, data: dict) -> None:
@@ -28,26 +29,12 @@ def token_ids(model_dir: Path) -> dict:
     return {k: gen.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
-# The dtype a page gets when it names none: the first of these the export has (q8 is fastest on WebAssembly;
-# q4 runs ~5x slower there and is for WebGPU). Always written explicitly, so it names files that exist.
-BROWSER_PREFERENCE = ("q8", "int8", "uint8", "fp16", "q4f16", "q4", "bnb4", "fp32")
-
-
 def default_dtypes(graphs: list[str], dtypes: list[str], mix: dict[str, str] | None = None) -> dict[str, str]:
     """graph -> dtype for `transformers.js_config.dtype`: the per-graph mix, else the preferred exported dtype."""
     if mix:
         return {g: mix[g] for g in graphs}
     pick = next(d for d in BROWSER_PREFERENCE if d in dtypes)
     return {g: pick for g in graphs}
-
-
-def configured_dtype(export_dir: Path) -> str | dict[str, str]:
-    """What an export's config.json makes transformers.js load by default: one dtype, or a per-graph dict."""
-    config = json.loads((Path(export_dir) / "config.json").read_text())
-    dtype = config.get("transformers.js_config", {}).get("dtype", "q8")  # transformers.js' browser default
-    if isinstance(dtype, dict) and len(set(dtype.values())) == 1:
-        return next(iter(dtype.values()))
-    return dtype
 
 
 def transformers_js_config(dtypes: dict[str, str], external: set[str]) -> dict:

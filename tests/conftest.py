@@ -50,6 +50,43 @@ def short_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def short_q8_export(short_run, tmp_path_factory) -> Path:
+    """short_run exported with fp32 + q8 (the demo's default dtype), agreement not measured: for page tests."""
+    from distilvit.export.exporter import export_model
+
+    export = tmp_path_factory.mktemp("short-export") / "short"
+    export_model(short_run, export, quantize="q8", agreement_images=0)
+    return export
+
+
+def start_serve(*args: str, wait_s: float = 300):
+    """`distilvit-web serve ARGS --port P` in its own process, once it accepts connections (the first run installs
+    transformers.js with npm): (process, "http://127.0.0.1:P/"). The caller terminates it."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", *args, "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}/"
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"serve exited: {process.stdout.read()}")
+            if time.time() > deadline:
+                process.kill()
+                pytest.fail(f"serve did not listen within {wait_s:.0f} s")
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
 def trained_tiny(tmp_path_factory) -> Path:
     """The tiny preset trained with its defaults (minutes): the model export and parity tests start from. Trained
     once per test session: under pytest-xdist (`make test`) the first worker to need it trains it in the folder all

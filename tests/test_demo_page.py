@@ -5,15 +5,12 @@ switch, the progress bar gone once the model is ready."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from test_browser import CHROMIUM, FLAGS, free_port
+from conftest import start_serve
+from test_browser import CHROMIUM, FLAGS
 
 pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"),
@@ -55,24 +52,9 @@ def wait_for(page, condition, console, arg=None, timeout=120_000):
 
 
 @pytest.fixture(scope="module")
-def short_server(short_run, tmp_path_factory):
-    from distilvit.export.exporter import export_model
-
-    export = tmp_path_factory.mktemp("demo-page") / "short"
-    export_model(short_run, export, quantize="q8", agreement_images=0)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", str(export), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300  # the first run installs transformers.js with npm
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"serve exited: {process.stdout.read()}")
-            time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/"
+def short_server(short_q8_export):
+    process, url = start_serve(str(short_q8_export))
+    yield url
     process.terminate()
     process.wait(timeout=10)
 

@@ -216,7 +216,7 @@ def _card_dtypes(card: str) -> list[str]:
 ], ids=["fp32-only", "q4-only", "q4-and-q8", "mixed"])
 def test_default_dtype_card_and_demo_name_files_that_exist(short_run, tmp_path, quantize, expected):
     from distilvit.export.layout import configured_dtype
-    from distilvit.server import build_site
+    from distilvit.served_site import build_site
 
     out = tmp_path / "export"
     export_model(short_run, out, quantize=quantize, agreement_images=0, slim=False)  # slimming is tested above

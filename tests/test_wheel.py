@@ -112,10 +112,10 @@ def test_wheel_holds_code_javascript_hub_configs_and_demo(wheel):
 
 def test_installed_package_comes_from_the_fresh_venv(venv, tmp_path):
     probe = ("import json, distilvit, distilvit.export, distilvit.quantize, distilvit.data\n"
-             "from distilvit import node_runtime, realsize, server\n"
+             "from distilvit import node_runtime, realsize, served_site\n"
              "print(json.dumps({'distilvit': distilvit.__file__, 'export': distilvit.export.__file__,\n"
              "    'quantize': distilvit.quantize.__file__, 'data': distilvit.data.__file__,\n"
-             "    'demo': str(server.demo_dir()), 'js': str(node_runtime.JS_DIR), 'pinned': node_runtime.pinned_version(),\n"
+             "    'demo': str(served_site.demo_dir()), 'js': str(node_runtime.JS_DIR), 'pinned': node_runtime.pinned_version(),\n"
              "    'hub_configs': str(realsize.CONFIG_ROOT)}))")
     result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=run_env(venv),
                             capture_output=True, text=True, timeout=300)
