@@ -174,7 +174,7 @@ def fetch(port: int, path: str) -> tuple[int, str, bytes]:
     try:
         conn.request("GET", path)
         response = conn.getresponse()
-        return response.status, response.getheader("Content-Type"), response.read()
+        return response.status, response.getheader("Content-Type").split(";")[0], response.read()
     finally:
         conn.close()
 
