@@ -98,7 +98,7 @@ def quickstart(
 
 @app.command(help=COMMANDS["train"])
 def train(
-    preset: str = typer.Option("smollm-135m", help="Starting settings: 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
+    preset: Optional[str] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
     sample: Optional[int] = typer.Option(None, min=1, help="Use at most N training examples."),
@@ -132,11 +132,12 @@ def train(
     eval_steps: Optional[int] = typer.Option(None, help="Caption the validation split every N steps and keep the best checkpoint (0: never; default 500)."),
     eval_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
-    eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation and test images scored at the end (default 200)."),
+    eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation (default 200)."),
+    test_sample: Optional[int] = typer.Option(None, min=1, help="Test images scored at the end (default: the whole test split)."),
     dataloader_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: 0 on CPU, up to 8 on a GPU)."),
-    synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default 8000; validation and test stay 200)."),
+    synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default: the preset's, 16000 for tiny, 8000 otherwise; validation and test stay 200)."),
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint, with the settings saved in it (train_config.json): `train --output-dir RUN --resume` is enough. Flags given again must match them, except --num-proc and --dataloader-workers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir: it is kept aside (.NAME.old-*) until the new run writes its first checkpoint, and comes back if the new run stops before that."),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
 ):
@@ -145,7 +146,7 @@ def train(
 
         raise typer.Exit(relaunch_with_torchrun(gpus, sys.argv[1:]))
     _setup_logging(verbose)
-    from distilvit.config import TrainConfig
+    from distilvit.config import run_settings
     from distilvit.train import train as run_training
 
     overrides = dict(
@@ -158,11 +159,12 @@ def train(
         effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, optimizer=optimizer,
         max_grad_norm=max_grad_norm, device=device, precision=precision,
         gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=eval_metric,
-        early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, dataloader_workers=dataloader_workers,
+        early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, test_sample=test_sample,
+        dataloader_workers=dataloader_workers,
     )
     if synthetic_size is not None:
         overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
-    config = TrainConfig.from_preset(preset, str(output_dir), **overrides)
+    config = run_settings(output_dir, preset, overrides, overwrite)
     result = run_training(config, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -8,6 +8,7 @@ This module knows nothing about torch or models.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,10 @@ from pathlib import Path
 from distilvit.errors import UserError
 
 CONFIG_FILE = "train_config.json"
+DEFAULT_PRESET = "smollm-135m"
+# Settings that change how a run is computed, not what it computes: a run resumed or reused may be given other
+# values (where its files are, how many processes check images or load batches).
+RESULT_NEUTRAL = frozenset({"output_dir", "num_proc", "dataloader_workers"})
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,8 @@ class TrainConfig:
     eval_steps: int = 500  # caption the validation split every N steps (0: never); checkpoints follow it
     eval_metric: str = "cider"  # cider | bleu4 | rougeL | exact_match: picks the best checkpoint
     early_stopping_patience: int = 0  # stop after N evaluations without improvement (0: never)
-    eval_sample: int = 200  # validation images per evaluation, and test images scored at the end
+    eval_sample: int = 200  # validation images per evaluation
+    test_sample: int | None = None  # test images scored at the end (None: the whole test split)
     num_proc: int | None = None  # processes checking the images once per dataset version (None: up to 8)
     synthetic_sizes: dict = field(default_factory=lambda: {"train_size": 8000, "validation_size": 200, "test_size": 200})
 
@@ -71,7 +77,7 @@ class TrainConfig:
         if not self.datasets:
             problems.append("at least one --dataset is needed")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "lora_r", "max_length", "save_steps",
-                     "effective_batch_size", "eval_sample", "num_proc"):
+                     "effective_batch_size", "eval_sample", "test_sample", "num_proc"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
@@ -180,3 +186,27 @@ PRESETS: dict[str, dict] = {
 # timed in turns with it (docs/benchmarks.md, docs/browser.md). Its caption quality against the default's is not
 # measured yet (no Hub, no GPU on the machines this was built on).
 PRESETS["smollm-135m-fast"] = {**PRESETS["smollm-135m"], "encoder_model": "google/siglip2-base-patch32-256"}
+
+
+def run_settings(output_dir: str | Path, preset: str | None, given: dict, overwrite: bool = False) -> TrainConfig:
+    """The settings `train` runs with. A new folder (or --overwrite): the preset (default smollm-135m) with the
+    flags `given` (None: not given). A folder that holds a run: the run's saved settings, so `train --output-dir RUN
+    --resume` alone continues it; flags given again must agree with them, except RESULT_NEUTRAL ones, which apply.
+    A disagreement is a UserError naming exactly the settings that differ (saved vs given)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if overwrite or not (Path(output_dir) / CONFIG_FILE).is_file():
+        return TrainConfig.from_preset(preset or DEFAULT_PRESET, str(output_dir), **given)
+    saved = TrainConfig.load(Path(output_dir))
+    if preset is not None:
+        given["preset"] = preset
+    differ = {}
+    for name, value in given.items():
+        value = tuple(value) if isinstance(value, list) else value
+        if name not in RESULT_NEUTRAL and value != getattr(saved, name):
+            differ[name] = (getattr(saved, name), value)
+    if differ:
+        listed = "; ".join(f"{name}: saved {old!r}, given {new!r}" for name, (old, new) in differ.items())
+        raise UserError(f"{output_dir} holds a run trained with other settings ({listed}). Leave those flags out to "
+                        f"continue it with its own settings (train --output-dir {output_dir} --resume), or choose "
+                        f"another --output-dir for a run with them")
+    return dataclasses.replace(saved, output_dir=str(output_dir), **{k: v for k, v in given.items() if k in RESULT_NEUTRAL})

@@ -21,7 +21,6 @@ is created. This module knows nothing about the CLI, ONNX or browsers.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from distilvit import lora
 from distilvit.atomic import check_creatable, owner_alive, put_back, set_aside
 from distilvit.caption import Captioner, load_captioner
 from distilvit.collate import CaptionCollator
-from distilvit.config import CONFIG_FILE, TrainConfig
+from distilvit.config import CONFIG_FILE, RESULT_NEUTRAL, TrainConfig
 from distilvit.data import load_caption_splits
 from distilvit.errors import UserError
 from distilvit.evaluate import caption_split, score_split
@@ -150,15 +149,18 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> str:
         if resume:
             raise UserError(f"nothing to resume: {out} holds no training run")
         return "fresh"
-    saved = dataclasses.replace(TrainConfig.load(out), output_dir=config.output_dir)  # a moved run is the same run
-    if saved != config:
-        diff = {k: (v, getattr(config, k)) for k, v in saved.to_json().items() if getattr(config, k) != v}
-        raise UserError(f"{out} holds a run with other settings (saved vs now: {diff}); "
-                        f"use another --output-dir, or --overwrite to replace it")
+    saved = TrainConfig.load(out)
+    diff = {k: (v, getattr(config, k)) for k, v in saved.to_json().items()
+            if k not in RESULT_NEUTRAL and getattr(config, k) != v}  # a moved run is the same run
+    if diff:
+        listed = "; ".join(f"{k}: saved {old!r}, given {new!r}" for k, (old, new) in diff.items())
+        raise UserError(f"{out} holds a run trained with other settings ({listed}); continue it with its own settings "
+                        f"(train --output-dir {out} --resume) or choose another --output-dir")
     if state == "finished":
         return "done"
     if not resume:
-        raise UserError(f"{out} holds an unfinished run; pass --resume to continue it or --overwrite to start over")
+        raise UserError(f"{out} holds an unfinished run; pass --resume to continue it with its saved settings, or "
+                        f"choose another --output-dir")
     return "resume"
 
 
@@ -453,8 +455,8 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     save_merged(peft_model, processor, config, out / MERGED_DIR, source=trainer.state.best_model_checkpoint
                 or str(out / ADAPTER_DIR), overwrite=True)
     # scored on the training device (cuda:LOCAL_RANK, mps or cpu), where the model just trained
-    test_metrics, examples = score_split(load_captioner(out / MERGED_DIR, device=str(trainer.args.device)),
-                                         _first(splits["test"], config.eval_sample))
+    test_rows = _first(splits["test"], config.test_sample)
+    test_metrics, examples = score_split(load_captioner(out / MERGED_DIR, device=str(trainer.args.device)), test_rows)
     evaluations = [e for e in trainer.state.log_history if f"eval_{config.eval_metric}" in e]
     metrics = {
         "plan": run_plan.to_json(),
@@ -467,7 +469,7 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
         "test": test_metrics,
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    result = {"exact_match": test_metrics["exact_match"], "metrics": test_metrics, "num_images": len(_first(splits["test"], config.eval_sample)),
+    result = {"exact_match": test_metrics["exact_match"], "metrics": test_metrics, "num_images": len(test_rows),
               "split": "test", "examples": examples}
     (out / EVAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
     log.info("test split (%d images): exact match %.3f, CIDEr-D %.3f, BLEU-4 %.3f, ROUGE-L %.3f", result["num_images"],
@@ -475,5 +477,6 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     return TrainResult(out, out / MERGED_DIR, test_metrics["exact_match"])
 
 
-def _first(rows, limit: int):
-    return rows.select(range(min(limit, len(rows))))
+def _first(rows, limit: int | None):
+    """The first `limit` rows (None: all of them)."""
+    return rows if limit is None else rows.select(range(min(limit, len(rows))))

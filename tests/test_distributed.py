@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 COMMON = ["train", "--preset", "tiny", "--dataset", "synthetic", "--max-steps", "1", "--warmup-ratio", "0",
-          "--eval-steps", "0", "--eval-sample", "4", "--device", "cpu", "--effective-batch-size", "8",
+          "--eval-steps", "0", "--eval-sample", "4", "--test-sample", "4", "--device", "cpu", "--effective-batch-size", "8",
           "--optimizer", "sgd", "--max-grad-norm", "0", "--lora-lr", "1.0"]
 
 

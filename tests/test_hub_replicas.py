@@ -161,8 +161,9 @@ def test_default_train_command_runs_offline_on_the_replicas(hf_home, tmp_path, d
         (local / ".cache" / "huggingface").mkdir(parents=True)
         dataset_args = [str(local) if a == "LOCAL_COPY_OF_COCO" else a for a in dataset_args]
     run = tmp_path / "run"
-    # two steps, and two images captioned per evaluation (the real-size model generates slowly on a CPU)
-    result = run_cli(["train", "--output-dir", str(run), "--max-steps", "2", "--eval-sample", "2", *dataset_args], env)
+    # two steps, and two images captioned per evaluation and at the end (the real-size model generates slowly on a CPU)
+    result = run_cli(["train", "--output-dir", str(run), "--max-steps", "2", "--eval-sample", "2", "--test-sample", "2",
+                      *dataset_args], env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     saved = json.loads((run / "train_config.json").read_text())
     assert saved["preset"] == "smollm-135m" and saved["encoder_model"] == "google/siglip-base-patch16-224"

@@ -75,7 +75,7 @@ def family_run(request, tiny_bases, tmp_path_factory):
     config = TrainConfig.from_preset("tiny", str(root / "run"), encoder_model=tiny_bases[0], decoder_model=str(decoder),
                                      train_lm_head=not settings["tie_word_embeddings"], max_steps=3,
                                      per_device_train_batch_size=8, effective_batch_size=8, eval_steps=0,
-                                     eval_sample=4, synthetic_sizes=SIZES)
+                                     eval_sample=4, test_sample=4, synthetic_sizes=SIZES)
     train(config)
     return request.param, root / "run"
 

@@ -52,7 +52,7 @@ def real_run(tmp_path_factory) -> dict:
     trained = run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", encoder, "--dataset",
                        "synthetic", "--synthetic-size", 256, "--max-steps", 24, "--effective-batch-size", 8,
                        "--per-device-train-batch-size", 8, "--projection-lr", "1e-2", "--lora-lr", "1e-3",
-                       "--eval-steps", 0, "--eval-sample", 4, "--output-dir", run], env)
+                       "--eval-steps", 0, "--eval-sample", 4, "--test-sample", 4, "--output-dir", run], env)
     run_cli(["export", run, "--output", export, "--agreement-images", 0], env)
     images = root / "images"
     images.mkdir()

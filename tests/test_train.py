@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
 
-from conftest import short_config
+from conftest import SMALL_SYNTHETIC, short_config
 from distilvit import lora
 from distilvit.caption import load_captioner
 from distilvit.config import TrainConfig
@@ -155,7 +155,14 @@ def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
 
     with pytest.raises(UserError, match="unfinished run; pass --resume"):
         train(short_config(stopped))
-    train(short_config(stopped), resume=True)
+    # as README says: the folder and --resume are enough (the run's saved settings, not the default preset's);
+    # --num-proc does not change the result, so it may differ from the saved value
+    from typer.testing import CliRunner
+
+    from distilvit.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--output-dir", str(stopped), "--resume", "--num-proc", "2"])
+    assert result.exit_code == 0, result.output
     state = json.loads((stopped / "checkpoints/checkpoint-6/trainer_state.json").read_text())
     assert state["global_step"] == 6
     a = load_file(straight / "adapter/adapter_model.safetensors")
@@ -188,6 +195,33 @@ def test_other_settings_in_a_run_folder_are_refused(short_run):
     changed = dataclasses.replace(TrainConfig.load(short_run), lora_r=4)
     with pytest.raises(UserError, match="other settings.*lora_r"):
         train(changed)
+
+
+def test_run_settings_come_from_the_run_folder_and_name_what_differs(short_run, tmp_path):
+    """A folder holding a run: its saved settings, whatever the default preset; flags that change the result must
+    agree (each one that does not is named, with both values, and deleting the run is never suggested); flags that
+    do not (processes) apply. A new folder or --overwrite: the preset with the flags."""
+    from distilvit.config import run_settings
+
+    saved = TrainConfig.load(short_run)
+    assert run_settings(short_run, None, {}) == saved  # not the default smollm-135m preset
+    assert run_settings(short_run, "tiny", {"lora_r": saved.lora_r, "datasets": list(saved.datasets)}) == saved
+    assert run_settings(short_run, None, {"num_proc": 3, "dataloader_workers": 1}) == dataclasses.replace(
+        saved, num_proc=3, dataloader_workers=1)
+    with pytest.raises(UserError) as refused:
+        run_settings(short_run, "smollm-135m", {"lora_r": 4, "max_steps": saved.max_steps, "num_proc": 2})
+    message = str(refused.value)
+    assert "preset: saved 'tiny', given 'smollm-135m'" in message and f"lora_r: saved {saved.lora_r}, given 4" in message
+    assert "max_steps" not in message and "num_proc" not in message and "--overwrite" not in message
+    assert run_settings(tmp_path / "new", None, {"lora_r": 4}) == TrainConfig.from_preset("smollm-135m", str(tmp_path / "new"), lora_r=4)
+    assert run_settings(short_run, "smollm-135m", {}, overwrite=True).preset == "smollm-135m"
+
+
+def test_the_whole_test_split_is_scored_whatever_eval_sample_is(tmp_path):
+    """--eval-sample caps the validation images of each evaluation, not the final test score (--test-sample does)."""
+    out = tmp_path / "run"
+    train(short_config(out, max_steps=2, eval_steps=0, eval_sample=4))
+    assert json.loads((out / "eval.json").read_text())["num_images"] == SMALL_SYNTHETIC["test_size"] == 8
 
 
 def test_resume_without_a_run_is_refused(tmp_path):
