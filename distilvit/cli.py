@@ -11,10 +11,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from enum import Enum
 from typing import Optional
 
 import typer
 
+from distilvit.config import PRESETS
 from distilvit.errors import UserError
 from distilvit.limits import DEFAULT_MAX_PIXELS, MIN_DEFAULT_AGREEMENT, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 
@@ -38,12 +40,43 @@ BENCH_COMMANDS = {
     "quality": "Which quantization recipe keeps a trained model's captions: each candidate's agreement with fp32 and CIDEr-D on the run's validation images (and your photographs), and its caption time in Chromium.",
 }
 
+def _choices(name: str, values) -> type[Enum]:
+    """A set of allowed values for an option: listed in --help and checked by typer before any heavy import."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+Preset = _choices("Preset", PRESETS)
+Device = _choices("Device", ("auto", "cuda", "mps", "cpu"))
+Precision = _choices("Precision", ("auto", "bf16", "fp16", "fp32"))
+EvalMetric = _choices("EvalMetric", ("cider", "bleu4", "rougeL", "exact_match"))
+Layout = _choices("Layout", ("pipeline", "llava"))
+
+
+def _value(choice):
+    """An option's plain string (None stays None): the code below the CLI takes strings, not enum members."""
+    return choice.value if isinstance(choice, Enum) else choice
+
+
 app = typer.Typer(
     help="Train a small image captioner and ship it to the browser (transformers.js).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"distilvit-web {version('distilvit-web')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the installed version and exit.")) -> None:
+    """Train a small image captioner and ship it to the browser (transformers.js)."""
 
 
 verify_app = typer.Typer(help=COMMANDS["verify"], no_args_is_help=True)
@@ -98,7 +131,7 @@ def quickstart(
 
 @app.command(help=COMMANDS["train"])
 def train(
-    preset: Optional[str] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
+    preset: Optional[Preset] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
     sample: Optional[int] = typer.Option(None, min=1, help="Use at most N training examples."),
@@ -126,11 +159,11 @@ def train(
     warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
     optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd (plain SGD: a step is lr x gradient; for checks such as the DDP test)."),
     max_grad_norm: Optional[float] = typer.Option(None, help="Clip the gradient norm to this (default 1.0; 0: no clipping)."),
-    device: Optional[str] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
-    precision: Optional[str] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
+    device: Optional[Device] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    precision: Optional[Precision] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass (less memory, ~30% slower)."),
     eval_steps: Optional[int] = typer.Option(None, help="Caption the validation split every N steps and keep the best checkpoint (0: never; default 500)."),
-    eval_metric: Optional[str] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
+    eval_metric: Optional[EvalMetric] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
     eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation (default 200)."),
     test_sample: Optional[int] = typer.Option(None, min=1, help="Test images scored at the end (default: the whole test split)."),
@@ -157,14 +190,14 @@ def train(
         lora_lr=lora_lr, train_lm_head=train_lm_head, head_lr=head_lr, vision_unfreeze_layers=vision_unfreeze_layers,
         max_length=max_length, caption_vocab=caption_vocab, seed=seed, save_steps=save_steps, num_proc=num_proc,
         effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, optimizer=optimizer,
-        max_grad_norm=max_grad_norm, device=device, precision=precision,
-        gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=eval_metric,
+        max_grad_norm=max_grad_norm, device=_value(device), precision=_value(precision),
+        gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=_value(eval_metric),
         early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, test_sample=test_sample,
         dataloader_workers=dataloader_workers,
     )
     if synthetic_size is not None:
         overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
-    config = run_settings(output_dir, preset, overrides, overwrite)
+    config = run_settings(output_dir, _value(preset), overrides, overwrite)
     result = run_training(config, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -195,7 +228,7 @@ def caption(
     num_beams: int = typer.Option(1, min=1, help="Beam search width (1 = greedy)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption in tokens (default: the model's generation config)."),
     batch_size: int = typer.Option(16, min=1, help="Images per generate() call."),
-    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    device: Device = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this (decoding takes 4 bytes per pixel; a small file can claim billions)."),
 ):
     _setup_logging()
@@ -203,7 +236,7 @@ def caption(
     from distilvit.device import inference_device
 
     paths = image_paths(images, max_image_pixels)  # every header checked before the model loads
-    captioner = load_captioner(model_dir, device=inference_device(device))
+    captioner = load_captioner(model_dir, device=inference_device(_value(device)))
     captioner.pixels.max_pixels = max_image_pixels
     batches = captioner.caption_batches(paths, max_new_tokens, num_beams, batch_size)  # decoded batch by batch
     for path, text in zip(paths, (text for batch in batches for text in batch)):
@@ -219,13 +252,13 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the synthetic data and of split-offs (use the run's)."),
     batch_size: int = typer.Option(32, min=1, help="Images per generate() call."),
     output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
-    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
+    device: Device = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cuda, mps or cpu."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
 ):
     _setup_logging()
     from distilvit.evaluate import evaluate_model
 
-    result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output, device=device,
+    result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output, device=_value(device),
                             num_proc=num_proc)
     typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
 
@@ -234,7 +267,7 @@ def evaluate(
 def export(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run (its adapter is merged first if needed)."),
     output: Path = typer.Option(..., help="The export folder to write (refused if it exists and is not empty, unless --overwrite)."),
-    layout: str = typer.Option("pipeline", help="pipeline: pipeline('image-to-text') works; llava: AutoModelForImageTextToText + processor."),
+    layout: Layout = typer.Option("pipeline", help="pipeline: pipeline('image-to-text') works; llava: AutoModelForImageTextToText + processor."),
     quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
@@ -243,7 +276,7 @@ def export(
     _setup_logging()
     from distilvit.export.exporter import export_model
 
-    info = export_model(model_dir, output, layout, quantize, overwrite, slim, agreement_images)
+    info = export_model(model_dir, output, _value(layout), quantize, overwrite, slim, agreement_images)
     for name, size in info["sizes_bytes"].items():
         typer.echo(f"  {name:45s} {size / 1e6:9.2f} MB")
     for dtype, agreement in info["caption_agreement_with_fp32"].items():
@@ -398,8 +431,8 @@ def bench(
 
 @bench_app.command("train", help=BENCH_COMMANDS["train"])
 def bench_train(
-    device: str = typer.Option("auto", help="auto, cuda, mps or cpu."),
-    precision: str = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
+    device: Device = typer.Option("auto", help="auto, cuda, mps or cpu."),
+    precision: Precision = typer.Option("auto", help="auto, bf16, fp16 or fp32."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per step (default: train's per-device default)."),
     steps: int = typer.Option(5, help="Timed steps per mode."),
     warmup: int = typer.Option(2, help="Untimed steps first."),
@@ -414,7 +447,7 @@ def bench_train(
     unknown = set(modes) - set(MODES)
     if unknown:
         raise UserError(f"unknown --mode {sorted(unknown)}; choose from {', '.join(MODES)}")
-    report = run_bench(device, precision, batch_size, steps, warmup, modes, gradient_checkpointing=gradient_checkpointing, output=output)
+    report = run_bench(_value(device), _value(precision), batch_size, steps, warmup, modes, gradient_checkpointing=gradient_checkpointing, output=output)
     typer.echo(f"{report['plan']['machine']}, {report['plan']['precision']}, batch {report['plan']['per_device_batch']}:")
     for r in report["results"]:
         memory = f", peak {r['peak_gpu_memory_gib']:.2f} GiB" if r["peak_gpu_memory_gib"] is not None else ""

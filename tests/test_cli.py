@@ -54,8 +54,25 @@ def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> Non
 
 def test_unknown_preset(tmp_path):
     out = tmp_path / "run"
-    assert_user_error(run_cli("train", "--preset", "huge", "--output-dir", str(out)), "unknown preset 'huge'", "tiny")
+    assert_user_error(run_cli("train", "--preset", "huge", "--output-dir", str(out)), "'huge' is not one of", "'tiny'")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, listed", [
+    (["train", "--device", "gpu"], "'cuda'"), (["train", "--precision", "half"], "'bf16'"),
+    (["train", "--eval-metric", "bleu"], "'bleu4'"), (["export", "MODEL", "--output", "OUT", "--layout", "onnx"], "'llava'"),
+    (["caption", "MODEL", "IMG", "--device", "tpu"], "'mps'"),
+])
+def test_options_with_choices_name_them_before_anything_runs(args, listed):
+    """A value outside an option's choices is one error line listing them, before any model or data is read."""
+    assert_user_error(run_cli(*args), "is not one of", listed)
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"distilvit-web {version('distilvit-web')}"
 
 
 def test_missing_dataset_path(tmp_path):
