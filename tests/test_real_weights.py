@@ -112,7 +112,9 @@ def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
     merged = real_run["run"] / "merged"
     captioner = load_captioner(merged)
     want = captioner.caption(images)
-    assert len(set(want)) == len(want), want  # the image decides the caption
+    # words, not an immediate end of sequence, and not one caption whatever the image (24 steps do not make every
+    # image's caption distinct: two images may share one, and which do moves with library versions)
+    assert all(want) and len(set(want)) > 1, want
     model = AutoModelForImageTextToText.from_pretrained(merged).eval()
     input_ids = prompt_ids(captioner.processor.tokenizer, len(images), model.config.image_seq_length)
     with torch.no_grad():
