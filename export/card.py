@@ -65,7 +65,7 @@ const caption = processor.batch_decode(output.slice(null, [inputs.input_ids.dims
 def _python_snippet(dtype) -> str:
     dtype_arg = repr(dtype) if isinstance(dtype, str) else json.dumps(dtype)
     return f"""```python
-# pip install distilvit-web
+# distilvit-web is not on PyPI: pip install -e . in its source checkout (and torch==2.13.0)
 from huggingface_hub import snapshot_download
 from distilvit.export.ort_generate import OrtCaptioner
 
