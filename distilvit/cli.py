@@ -112,6 +112,7 @@ def quickstart(
     workdir: Path = typer.Option(Path("."), help="Where runs/tiny, exports/tiny and parity.json go; finished stages are reused."),
     serve: bool = typer.Option(False, "--serve", help="Serve the demo with the export at the end (Ctrl+C stops)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port for --serve."),
+    host: str = typer.Option("127.0.0.1", help="Address --serve binds (as `serve --host`; another machine's browser needs a secure origin for threads and WebGPU: docs/browser.md, SSH tunnel)."),
 ):
     _setup_logging()
     from distilvit.quickstart import run_quickstart
@@ -120,13 +121,13 @@ def quickstart(
     typer.echo(f"trained model: {result['run']}/merged (test exact match {result['exact_match']:.3f})")
     typer.echo(result["parity_table"])
     typer.echo(f"parity {'passed' if result['parity_passed'] else 'FAILED'}; report {result['report']}")
-    command = f"distilvit-web serve {result['export']} --port {port}"
+    command = f"distilvit-web serve {result['export']} --port {port}" + (f" --host {host}" if host != "127.0.0.1" else "")
     if not result["parity_passed"]:
         raise typer.Exit(1)
     if serve:
-        serve_exports([result["export"]], "127.0.0.1", port)
+        serve_exports([result["export"]], host, port)
     else:
-        typer.echo(f"next: {command}   (then open http://127.0.0.1:{port}/)")
+        typer.echo(f"next: {command}   (then open http://{host}:{port}/)")
 
 
 @app.command(help=COMMANDS["train"])
