@@ -52,16 +52,18 @@ def check_writable_file(path: Path, what: str) -> None:
     check_creatable(path, what)
 
 
-def write_file(path: Path, text: str, what: str) -> None:
-    """`text` into file `path` whole, its folders made: written beside it under a temporary name and renamed, so an
-    earlier file is replaced only by a complete one. A UserError naming it when the OS refuses."""
+def write_file(path: Path, text: str | bytes, what: str) -> None:
+    """`text` (str as UTF-8, or bytes) into file `path` whole, its folders made: written beside it under a temporary
+    name and renamed, so an earlier file is replaced only by a complete one. A UserError naming it when the OS
+    refuses."""
     path = Path(path)
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:

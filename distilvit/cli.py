@@ -50,6 +50,7 @@ Device = _choices("Device", ("auto", "cuda", "mps", "cpu"))
 Precision = _choices("Precision", ("auto", "bf16", "fp16", "fp32"))
 EvalMetric = _choices("EvalMetric", ("cider", "bleu4", "rougeL", "exact_match"))
 Layout = _choices("Layout", ("pipeline", "llava"))
+Reporter = _choices("Reporter", ("none", "tensorboard", "wandb"))
 
 
 def _value(choice):
@@ -168,6 +169,7 @@ def train(
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
     eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation (default 200)."),
     test_sample: Optional[int] = typer.Option(None, min=1, help="Test images scored at the end (default: the whole test split)."),
+    report_to: Optional[list[Reporter]] = typer.Option(None, help="Also log to tensorboard (RUN/tensorboard/) or wandb (the Trainer's integrations; optional packages). RUN/training_curves.png (loss and validation metrics) is drawn either way. Default: none."),
     dataloader_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: 0 on CPU, up to 8 on a GPU)."),
     synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default: the preset's, 16000 for tiny, 8000 otherwise; validation and test stay 200)."),
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
@@ -194,7 +196,7 @@ def train(
         max_grad_norm=max_grad_norm, device=_value(device), precision=_value(precision),
         gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=_value(eval_metric),
         early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, test_sample=test_sample,
-        dataloader_workers=dataloader_workers,
+        dataloader_workers=dataloader_workers, report_to=[_value(r) for r in report_to] if report_to else None,
     )
     if synthetic_size is not None:
         overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
@@ -262,6 +264,11 @@ def evaluate(
     result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output, device=_value(device),
                             num_proc=num_proc)
     typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
+    from distilvit.curves import CURVES_FILE
+
+    curves = Path(model_dir) / CURVES_FILE
+    if curves.is_file():  # a run folder: its training curves (to stderr: stdout stays the JSON)
+        typer.echo(f"training curves (loss, validation metrics): {curves}", err=True)
 
 
 @app.command(help=COMMANDS["export"])

@@ -19,7 +19,8 @@ CONFIG_FILE = "train_config.json"
 DEFAULT_PRESET = "smollm-135m"
 # Settings that change how a run is computed, not what it computes: a run resumed or reused may be given other
 # values (where its files are, how many processes check images or load batches).
-RESULT_NEUTRAL = frozenset({"output_dir", "num_proc", "dataloader_workers"})
+RESULT_NEUTRAL = frozenset({"output_dir", "num_proc", "dataloader_workers", "report_to"})
+REPORTERS = ("tensorboard", "wandb")  # the Trainer's integrations `--report-to` may name (optional dependencies)
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,14 @@ class TrainConfig:
     eval_sample: int = 200  # validation images per evaluation
     test_sample: int | None = None  # test images scored at the end (None: the whole test split)
     num_proc: int | None = None  # processes checking the images once per dataset version (None: up to 8)
+    report_to: tuple[str, ...] = ()  # REPORTERS the Trainer also logs to; RUN/training_curves.png is always drawn
     synthetic_sizes: dict = field(default_factory=lambda: {"train_size": 8000, "validation_size": 200, "test_size": 200})
 
     def __post_init__(self):
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "datasets", tuple(self.datasets))
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        object.__setattr__(self, "report_to", tuple(r for r in self.report_to if r != "none"))
         problems = []
         if not self.datasets:
             problems.append("at least one --dataset is needed")
@@ -98,6 +101,9 @@ class TrainConfig:
             problems.append("early stopping needs evaluations: set --eval-steps > 0")
         if self.eval_steps < 0 or self.early_stopping_patience < 0:
             problems.append("eval_steps and early_stopping_patience must be >= 0")
+        unknown = [r for r in self.report_to if r not in REPORTERS]
+        if unknown:
+            problems.append(f"report_to must name {', '.join(REPORTERS)} or none, got {', '.join(unknown)}")
         if problems:
             raise UserError("invalid training settings: " + "; ".join(problems))
 

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_callback import ProgressCallback
 
 from distilvit import caption_vocab
 from distilvit import device as devices
-from distilvit import lora
+from distilvit import curves, lora
 from distilvit.atomic import check_creatable, owner_alive, put_back, set_aside
 from distilvit.caption import Captioner, load_captioner
 from distilvit.collate import CaptionCollator
@@ -98,6 +99,30 @@ class CaptionTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+
+class Curves(TrainerCallback):
+    """RUN/training_curves.png redrawn at every evaluation and at the end (main process only)."""
+
+    def __init__(self, out: Path, metric: str):
+        self.path, self.metric = out / curves.CURVES_FILE, metric
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            curves.plot_curves(state.log_history, self.path, self.metric)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            curves.plot_curves(state.log_history, self.path, self.metric)
+
+
+class ReadableProgress(ProgressCallback):
+    """transformers' progress bar, with each log entry as one line of numbers (curves.log_line), not a dict of
+    strings."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            self.training_bar.write(curves.log_line(state.global_step, state.max_steps, logs))
 
 
 class Throughput(TrainerCallback):
@@ -164,6 +189,18 @@ def check_output_dir(config: TrainConfig, resume: bool, overwrite: bool) -> str:
     return "resume"
 
 
+def check_reporters(report_to) -> None:
+    """A UserError naming the package to install for each `--report-to` integration that is not installed."""
+    import importlib.util
+
+    needs = {"tensorboard": (("tensorboard", "tensorboardX"), "pip install tensorboard"),
+             "wandb": (("wandb",), "pip install wandb, then wandb login (or WANDB_MODE=offline)")}
+    for name in report_to:
+        modules, how = needs[name]
+        if not any(importlib.util.find_spec(m) for m in modules):
+            raise UserError(f"--report-to {name} needs the {modules[0]} package, which is not installed: {how}")
+
+
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, machine: devices.Machine | None = None) -> TrainResult:
     """Run (or resume, or skip) a training run. Under torchrun/accelerate every process calls this."""
     out = Path(config.output_dir)
@@ -185,6 +222,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
         return TrainResult(out, out / MERGED_DIR, score, skipped=True)
 
     # Check everything a user can get wrong before writing anything.
+    check_reporters(config.report_to)
+    if config.report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "tensorboard")  # beside the curves, not under checkpoints/
     if not config.builds_tiny_models:
         check_encoder(config.encoder_model)
         check_decoder(config.decoder_model)
@@ -382,7 +422,7 @@ def _training_arguments(out: Path, config: TrainConfig, run_plan: devices.TrainP
         ddp_find_unused_parameters=False,  # frozen parameters never get gradients; all trainable ones do
         include_num_input_tokens_seen=True,
         remove_unused_columns=False,
-        report_to=[],
+        report_to=list(config.report_to) or "none",
         dataloader_num_workers=run_plan.dataloader_workers,
         dataloader_persistent_workers=run_plan.dataloader_workers > 0,
         dataloader_pin_memory=run_plan.device == "cuda",
@@ -433,7 +473,7 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
     collator = CaptionCollator(processor, num_image_tokens(model.config.vision_config), config.max_length,
                                model.config.vision_config.image_size, seed=config.seed)
     throughput = Throughput()
-    callbacks = [throughput]
+    callbacks = [throughput, Curves(out, config.eval_metric)]
     if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     trainer = CaptionTrainer(model=peft_model, args=_training_arguments(out, config, run_plan),
@@ -441,6 +481,8 @@ def _train_in(out: Path, config: TrainConfig, splits, run_plan: devices.TrainPla
                              run_config=config, processor=processor, eval_rows=validation, callbacks=callbacks)
     if config.save_steps > 0 and config.eval_steps > 0 and config.save_steps != config.eval_steps:
         trainer.add_callback(SaveEverySteps(config.save_steps))
+    if trainer.pop_callback(ProgressCallback) is not None:  # shown when transformers shows progress bars
+        trainer.add_callback(ReadableProgress())
     last, skipped = newest_complete_checkpoint(out / CHECKPOINTS_DIR) if resume else (None, [])
     if resume and main:
         for folder, problem in skipped:

@@ -72,6 +72,52 @@ def test_run_writes_its_files_and_keeps_the_vision_tower(short_run):
     assert not torch.equal(decoder["model.layers.0.self_attn.q_proj.weight"], language["layers.0.self_attn.q_proj.weight"])
 
 
+def test_the_run_draws_its_training_curves(short_run):
+    """RUN/training_curves.png holds the run's logged loss and its evaluations (at steps 3 and 6): the picture
+    drawn from train_log.json again is the same picture, and it differs from one drawn without the evaluations."""
+    from distilvit.curves import CURVES_FILE, plot_curves, series
+
+    log = json.loads((short_run / "train_log.json").read_text())
+    assert [step for step, _ in series(log, "eval_exact_match")] == [3, 6] and series(log, "loss")
+    drawn = (short_run / CURVES_FILE).read_bytes()
+    assert drawn.startswith(b"\x89PNG")
+    again = plot_curves(log, short_run.parent / "again.png", "exact_match").read_bytes()
+    assert again == drawn
+    without = [{k: v for k, v in e.items() if not k.startswith("eval_")} for e in log]
+    assert plot_curves(without, short_run.parent / "without.png", "exact_match").read_bytes() != drawn
+    assert plot_curves([], short_run.parent / "empty.png") is None
+
+
+def test_console_log_lines_are_numbers_and_report_to_tensorboard_writes_events(tmp_path):
+    """Each log line reads `step N/M  loss 1.234 ...` (transformers' own callback prints a dict of quoted
+    strings); `--report-to tensorboard` writes event files into RUN/tensorboard/ (tensorboardX, a test dependency)."""
+    from typer.testing import CliRunner
+
+    from distilvit.cli import app
+
+    out = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--dataset", "synthetic", "--synthetic-size", "64", "--max-steps", "4",
+            "--eval-steps", "0", "--test-sample", "4", "--per-device-train-batch-size", "8",
+            "--effective-batch-size", "8", "--report-to", "tensorboard", "--output-dir", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    final = [line for line in result.output.splitlines() if line.startswith("step 4/4  ")]
+    assert final and "train_loss " in final[0] and "': '" not in result.output, result.output[-2000:]
+    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and all(e.stat().st_size > 0 for e in events), list((out / "tensorboard").rglob("*"))
+
+
+def test_report_to_a_missing_integration_names_what_to_install():
+    import importlib.util
+
+    from distilvit.train import check_reporters
+
+    if importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here, so its absence cannot be shown")
+    with pytest.raises(UserError, match="--report-to wandb needs the wandb package.*pip install wandb"):
+        check_reporters(("wandb",))
+
+
 def test_merged_model_loads_with_plain_transformers_and_matches_caption(short_run, tmp_path):
     from PIL import Image
 
