@@ -28,6 +28,7 @@ COMMANDS = {
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
+    "site": "Write a folder any static host serves as is: the demo page, its transformers.js files, the exports, models/index.json and _headers.",
     "upload": "Upload an export folder to a Hugging Face Hub model repo (its README.md is the model card); the repo then mirrors the export (files it lacks are deleted in the same commit).",
     "verify": "Checks of an export against the PyTorch model it came from.",
     "bench": "Benchmarks: alone, caption latency of every runtime vs the machine's floor on the real-size architecture (random weights, nothing downloaded); `bench train`, training throughput; `bench quality MODEL`, quantization recipes on your trained model.",
@@ -329,6 +330,21 @@ def serve_exports(exports: list[Path], host: str, port: int, allow_hosts: set[st
         pass
     finally:
         server.server_close()
+
+
+@app.command(help=COMMANDS["site"])
+def site(
+    exports: list[Path] = typer.Argument(..., help="Export folders to put on the site (each under models/<folder name>/)."),
+    output: Path = typer.Option(..., help="The site folder to write (refused if it exists and is not empty, unless --overwrite and it is a site)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier site in --output (only once the new one is complete)."),
+):
+    _setup_logging()
+    from distilvit.site import write_site
+
+    record = write_site(exports, output, overwrite)
+    typer.echo(f"site: {output} ({record['bytes'] / 1e6:.1f} MB; models {', '.join(record['versions'])})")
+    typer.echo(f"try it: python3 -m http.server --bind 127.0.0.1 --directory {output} 8000   (then open "
+               "http://127.0.0.1:8000/; a host that sends its _headers runs WebAssembly on every core)")
 
 
 @app.command(help=COMMANDS["upload"])

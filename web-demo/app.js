@@ -112,7 +112,7 @@ function caption(blob) {
 async function start() {
   if (!navigator.gpu) $('device').querySelector('[value=webgpu]').disabled = true;
   try {
-    models = (await (await fetch('/models/index.json')).json()).models;
+    models = (await (await fetch('models/index.json')).json()).models;
   } catch {
     models = [];
   }

@@ -12,7 +12,7 @@
 //     to 8 bits cost a third of the same-pixels target's mean), and the graph then reduces by 1. An image below that size is handed over as RawImage.fromBlob would, untouched.
 // `size` is the model's input size (export_config.json `pixels.size`); 0 turns the reduction off (exports made
 // before it, whose graphs do not reduce). This module knows nothing about models or captions.
-import { RawImage } from '/vendor/transformers.min.js';
+import { RawImage } from './vendor/transformers.min.js';
 
 export const DEFAULT_MAX_PIXELS = 50_000_000;
 export const REDUCE_GAP = 3;

@@ -5,17 +5,18 @@
 // Messages out: {type: 'progress', id, file, progress} | {type: 'ready', id, ms, device, threads, isolated}
 //               | {type: 'caption', id, text, ms (decode + caption), width, height (what the model got)}
 //               | {type: 'error', id, message}
-// All files come from the page's own server: transformers.js and the wasm from /vendor/, models from /models/.
+// All files come from the page's own server, beside the page: transformers.js and the wasm from vendor/, models
+// from models/ (relative paths, so the page works at / and under a subpath of a static host).
 // `model` is the served path `NAME/vVERSION`: a new export of the same name has a new version, so the browser
 // cache (Cache Storage, which transformers.js keys by URL) never serves a stale one, and a reload of the same
 // export requests no model file at all.
-import { env, pipeline, AutoProcessor, AutoModelForImageTextToText } from '/vendor/transformers.min.js';
+import { env, pipeline, AutoProcessor, AutoModelForImageTextToText } from './vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
 import { decodeForModel, ImageTooLarge } from './decode.js';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
-env.localModelPath = '/models/';
+env.localModelPath = new URL('./models/', import.meta.url).pathname; // beside the page: a site under a subpath works
 env.useBrowserCache = true;
 // every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md).
 // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (COOP + COEP headers); elsewhere
