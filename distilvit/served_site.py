@@ -88,7 +88,7 @@ class Site:
             default = next(d for d in BROWSER_PREFERENCE if d in dtypes)  # an older export: what is there
         pixels = info.get("pixels", {})  # the input size the page's decode.js block-reduces for (0: none)
         return {"name": name, "path": f"{name}/v{version}", "version": version, "layout": info["layout"],
-                "dtypes": dtypes, "default_dtype": default,
+                "dtypes": dtypes, "default_dtype": default, "trained_on": (info.get("trained_on") or {}).get("text", ""),
                 "reduce_size": int(pixels["size"]) if "reduce" in pixels else 0}
 
 

@@ -15,6 +15,26 @@ from distilvit.limits import MIN_DEFAULT_AGREEMENT
 from distilvit.prompt import JS_CALL, JS_PROMPT
 
 
+# What a model's training data means to someone choosing an image for it (the demo shows it, the card says it).
+DATASET_WORDS = {
+    "synthetic": "synthetic drawings of coloured circles, squares and triangles: it captions such shapes, not photographs",
+    "flickr30k": "Flickr30k photographs of everyday scenes",
+    "flickr": "Flickr30k photographs of everyday scenes",
+    "coco": "COCO photographs of everyday scenes",
+}
+
+
+def training_summary(source: Path) -> dict | None:
+    """{datasets, preset, text} of the merged model in `source` (its distilvit_model.json), or None without one."""
+    info_file = source / "distilvit_model.json"
+    if not info_file.is_file():
+        return None
+    train = json.loads(info_file.read_text()).get("train_config", {})
+    datasets = list(train.get("datasets") or [])
+    return {"datasets": datasets, "preset": train.get("preset"),
+            "text": "; ".join(DATASET_WORDS.get(d, f"the dataset {d}") for d in datasets)}
+
+
 def _base_models(source: Path) -> list[str]:
     info_file = source / "distilvit_model.json"
     if not info_file.is_file():
@@ -82,6 +102,11 @@ def _vocab_line(info: dict) -> str:
             "computes its output head for those alone and scores every other token -1e4.\n")
 
 
+def _trained_line(info: dict) -> str:
+    trained = info.get("trained_on")
+    return f"\nTrained on {trained['text']}.\n" if trained and trained.get("text") else ""
+
+
 def write_card(folder: Path, source: Path, info: dict) -> None:
     bases = _base_models(source)
     front = ["---", "library_name: transformers.js", "pipeline_tag: image-to-text", "tags:", "  - image-captioning",
@@ -109,7 +134,7 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
 A prefix-conditioning captioner (SigLIP vision encoder -> projector -> Llama-family decoder) exported by
 distilvit-web for stock [transformers.js](https://huggingface.co/docs/transformers.js)
 ({C.TRANSFORMERS_JS_VERSION}), `{info['layout']}` layout. Everything runs on the device; no image leaves it.
-{_vocab_line(info)}
+{_trained_line(info)}{_vocab_line(info)}
 ## Usage in JavaScript
 
 {js}

@@ -29,7 +29,7 @@ from distilvit.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export import constants as C
-from distilvit.export.card import write_card
+from distilvit.export.card import training_summary, write_card
 from distilvit.export.layout import BROWSER_PREFERENCE, default_dtypes, write_layout
 from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
 from distilvit.export.pixel_graph import prepend_pixels
@@ -237,6 +237,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
                         _dtype_label(dtype_config))
         info = {
             "source_model": str(source.resolve()),
+            "trained_on": training_summary(source),
             "layout": layout.value,
             "dtypes": plan.dtypes,
             "per_graph_dtypes": plan.mix or None,

@@ -74,6 +74,8 @@ def test_the_pages_state_through_captions_a_device_switch_and_a_failed_load(shor
         page.goto(short_server)
         wait_for(page, LOADED, console, arg="(WASM, ")
         assert page.is_hidden("#progress"), "the download progress bar stays once the model is ready"
+        # what the model knows, from its export: the 6-step tiny run was trained on the synthetic shapes
+        assert "trained on synthetic drawings of coloured circles" in page.text_content("#trained-on")
 
         # a caption in flight when the device changes is made by the new device's worker, not dropped
         page.evaluate(GIVE_IMAGE, ["webgpu"])

@@ -63,7 +63,7 @@ def test_index_lists_models_and_dtypes(served):
     version = entry.pop("version")
     # reduce_size 0: this export_config.json names no block reduction (an export made before it)
     assert entry == {"name": "mymodel", "path": f"mymodel/v{version}", "layout": "pipeline", "dtypes": ["fp32"],
-                     "default_dtype": "fp32", "reduce_size": 0}
+                     "default_dtype": "fp32", "reduce_size": 0, "trained_on": ""}
 
 
 def test_versioned_model_paths_serve_only_the_current_export(served, tmp_path):

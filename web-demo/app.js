@@ -79,6 +79,9 @@ function load() {
 
 function fillDtypes() {
   const model = models.find((m) => m.name === $('model').value);
+  // what the model knows, from its export (export_config.json's trained_on): a shapes model is not for photos
+  $('trained-on').textContent = model.trained_on ? `This model was trained on ${model.trained_on}.` : '';
+  $('trained-on').hidden = !model.trained_on;
   // WebGPU: the device default (q4f16, fp16, q4 first: WebGPU wants 4-bit or half precision); WASM: the export's
   const webgpu = $('device').value === 'webgpu';
   const gpuPick = ['q4f16', 'fp16', 'q4', 'fp32'].find((d) => model.dtypes.includes(d));
