@@ -60,6 +60,7 @@ def _value(choice):
 
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain help: rich's boxed columns wrapped a word per line at 80 columns
     help="Train a small image captioner and ship it to the browser (transformers.js).",
     no_args_is_help=True,
     add_completion=False,
@@ -81,9 +82,9 @@ def _options(version: bool = typer.Option(False, "--version", callback=_print_ve
     """Train a small image captioner and ship it to the browser (transformers.js)."""
 
 
-verify_app = typer.Typer(help=COMMANDS["verify"], no_args_is_help=True)
+verify_app = typer.Typer(help=COMMANDS["verify"], no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(verify_app, name="verify", help=COMMANDS["verify"])
-bench_app = typer.Typer(help=COMMANDS["bench"])
+bench_app = typer.Typer(help=COMMANDS["bench"], rich_markup_mode=None)
 app.add_typer(bench_app, name="bench", help=COMMANDS["bench"])
 
 

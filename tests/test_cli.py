@@ -38,9 +38,23 @@ def test_cli_matches_the_command_table():
 
 @pytest.mark.parametrize("command", sorted(COMMANDS) + [f"{g} {s}" for g, subs in SUBCOMMANDS.items() for s in subs])
 def test_every_command_has_help(command):
-    result = run_cli(*command.split(), "--help")
+    """Readable in an 80-column terminal: no line wider, and every option's name printed whole."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "distilvit.cli", *command.split(), "--help"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
+    wide = [line for line in result.stdout.splitlines() if len(line) > 80]
+    assert not wide, wide
+    group = get_command(app)
+    leaf = group.commands[command.split()[0]]
+    if " " in command:
+        leaf = leaf.commands[command.split()[1]]
+    for param in leaf.params:
+        for name in getattr(param, "opts", []):
+            if name.startswith("--"):
+                assert name in result.stdout, f"{command} --help does not print {name} whole"
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
