@@ -188,8 +188,8 @@ PRESETS: dict[str, dict] = {
     ),
 }
 # smollm-135m with SigLIP 2 B/32 at 256 px (a fixed-resolution SigLIP 2, loaded by the SigLIP classes): 64 image
-# tokens instead of 196. In Chromium WebAssembly on 2 cores a 20-token q8 caption took 0.6x the default's time,
-# timed in turns with it (docs/benchmarks.md, docs/browser.md). Its caption quality against the default's is not
+# tokens instead of 196. In Chromium WebAssembly on 2 cores a 20-token q8 caption took 0.46-0.6x the default's
+# time over several runs, timed in turns with it (docs/benchmarks.md, docs/browser.md). Its caption quality against the default's is not
 # measured yet (no Hub, no GPU on the machines this was built on).
 PRESETS["smollm-135m-fast"] = {**PRESETS["smollm-135m"], "encoder_model": "google/siglip2-base-patch32-256"}
 
