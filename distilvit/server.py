@@ -161,10 +161,9 @@ class DemoServer:
         self.socket = sock
         self.server_address = sock.getsockname()[:2]
         config = uvicorn.Config(DemoApp(site, host_name), http=DeadlineProtocol, lifespan="off", log_config=None,
-                                log_level="warning", access_log=False, timeout_keep_alive=int(max(1, timeout)),
+                                log_level="warning", access_log=False, timeout_keep_alive=timeout,
                                 limit_concurrency=max_connections, timeout_graceful_shutdown=GRACE_S + 2,
                                 server_header=False)
-        config.timeout_keep_alive = timeout  # uvicorn takes fractions here too (the tests use 2 s)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

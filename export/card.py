@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from distilvit.export import constants as C
-from distilvit.export.layout import configured_dtype
+from distilvit.export.constants import configured_dtype
 from distilvit.limits import MIN_DEFAULT_AGREEMENT
 from distilvit.prompt import JS_CALL, JS_PROMPT
 

@@ -30,7 +30,8 @@ from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export import constants as C
 from distilvit.export.card import training_summary, write_card
-from distilvit.export.layout import BROWSER_PREFERENCE, default_dtypes, write_layout
+from distilvit.export.constants import BROWSER_PREFERENCE
+from distilvit.export.layout import default_dtypes, write_layout
 from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
 from distilvit.export.pixel_graph import prepend_pixels
 from distilvit.export.validate import ValidationError, summary, validate_graph, validate_pixels

@@ -17,7 +17,7 @@ from transformers import LlavaConfig
 
 from distilvit import caption_vocab
 from distilvit.export import constants as C
-from distilvit.export.constants import BROWSER_PREFERENCE, configured_dtype  # noqa: F401 (importers of layout)
+from distilvit.export.constants import BROWSER_PREFERENCE
 
 
 def _write(path: Path, data: dict) -> None:

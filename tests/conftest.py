@@ -65,25 +65,33 @@ def start_serve(*args: str, wait_s: float = 300):
     import socket
     import subprocess
     import sys
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "distilvit.cli", "serve", *args, "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_listening(process, port, wait_s)
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def wait_listening(process, port: int, wait_s: float) -> None:
+    """Return once `process` accepts connections on 127.0.0.1:`port`; fail the test if it exits or takes longer."""
+    import socket
+    import time
+
     deadline = time.time() + wait_s
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"http://127.0.0.1:{port}/"
+            return
         except OSError:
             if process.poll() is not None:
-                pytest.fail(f"serve exited: {process.stdout.read()}")
+                pytest.fail(f"{process.args[:4]} exited: {process.stdout.read() if process.stdout else ''}")
             if time.time() > deadline:
                 process.kill()
-                pytest.fail(f"serve did not listen within {wait_s:.0f} s")
-            time.sleep(0.5)
+                pytest.fail(f"{process.args[:4]} did not listen within {wait_s:.0f} s")
+            time.sleep(0.3)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import photos
 from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export.exporter import export_model
-from distilvit.export.layout import BROWSER_PREFERENCE, configured_dtype
+from distilvit.export.constants import BROWSER_PREFERENCE, configured_dtype
 from distilvit.limits import MIN_DEFAULT_AGREEMENT
 
 GRAPHS = ["encoder_model", "decoder_model_merged"]

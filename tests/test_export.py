@@ -215,7 +215,7 @@ def _card_dtypes(card: str) -> list[str]:
     ("vision=q8,decoder=q4", {"encoder_model": "q8", "decoder_model_merged": "q4"}),
 ], ids=["fp32-only", "q4-only", "q4-and-q8", "mixed"])
 def test_default_dtype_card_and_demo_name_files_that_exist(short_run, tmp_path, quantize, expected):
-    from distilvit.export.layout import configured_dtype
+    from distilvit.export.constants import configured_dtype
     from distilvit.served_site import build_site
 
     out = tmp_path / "export"

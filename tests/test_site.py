@@ -9,28 +9,19 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import wait_listening
 from distilvit.errors import UserError
 from test_browser import CHROMIUM, FLAGS
+from test_demo_page import GIVE_IMAGE
 
 needs_browser = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"),
     pytest.mark.skipif(shutil.which("npm") is None, reason="the site's transformers.js files come from npm, which is not installed"),
 ]
-GIVE_IMAGE = """async () => {
-  const blob = await (await fetch('samples/example-0.png')).blob();
-  const input = document.getElementById('file');
-  const files = new DataTransfer();
-  files.items.add(new File([blob], 'example.png', { type: 'image/png' }));
-  input.files = files.files;
-  input.dispatchEvent(new Event('change'));
-}"""
-
-
 @pytest.fixture(scope="module")
 def site_folder(short_q8_export, tmp_path_factory) -> Path:
     from typer.testing import CliRunner
@@ -88,14 +79,7 @@ def test_a_plain_static_server_under_a_subpath_captions_in_chromium(site_folder,
                                str(site_folder.parent), str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     origin = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "http.server did not start"
-                time.sleep(0.2)
+        wait_listening(server, port, 30)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page()
@@ -105,7 +89,7 @@ def test_a_plain_static_server_under_a_subpath_captions_in_chromium(site_folder,
             page.wait_for_function("document.getElementById('status').textContent.startsWith('Model loaded')",
                                    timeout=120_000)
             assert page.is_visible("#note"), "the page does not say it runs on one thread"
-            page.evaluate(GIVE_IMAGE)
+            page.evaluate(GIVE_IMAGE, [None])
             page.wait_for_function("document.getElementById('caption').textContent.length > 0", timeout=120_000)
             assert "WASM, 1 thread" in page.text_content("#timing")
             assert page.is_hidden("#error"), page.text_content("#error")
