@@ -21,8 +21,6 @@ leaves at factor 1. This module knows nothing about models, datasets or ONNX.
 from __future__ import annotations
 
 import io
-import threading
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from distilvit.data.images import allow_large_png_text
+from distilvit.data.images import pillow_limits
 from distilvit.errors import UserError
 from distilvit.limits import DEFAULT_MAX_PIXELS
 
@@ -150,9 +148,8 @@ def _opened(path: Path, max_pixels: int | None, use):
     """`use(image)` on the opened file, its size checked first; every way of failing is a UserError naming it."""
     if not path.is_file():
         raise UserError(f"image {path} does not exist")
-    allow_large_png_text()
     try:
-        with _pillow_limit(max_pixels), Image.open(path) as image:
+        with pillow_limits(max_pixels), Image.open(path) as image:
             _check_size(image.size, max_pixels, str(path))
             return use(image)
     except Image.DecompressionBombError as err:  # over twice Pillow's own limit: refused before we see its size
@@ -161,32 +158,6 @@ def _opened(path: Path, max_pixels: int | None, use):
                             "--max-image-pixels if it is meant to be this large") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"cannot read image {path}: {err}") from err
-
-
-_limit_lock = threading.Lock()
-_limit_users = 0
-_limit_saved: int | None = None
-
-
-@contextmanager
-def _pillow_limit(max_pixels: int | None):
-    """Pillow's decompression-bomb limit (process-wide: `Image.MAX_IMAGE_PIXELS`) raised to `max_pixels` while an
-    image is opened, so our limit is the one that applies (Pillow refuses twice its own before we could check the
-    size), and put back when the last image opened under it is done: other code in the process keeps Pillow's."""
-    global _limit_users, _limit_saved
-    with _limit_lock:
-        if _limit_users == 0:
-            _limit_saved = Image.MAX_IMAGE_PIXELS
-        _limit_users += 1
-        if max_pixels and Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-            Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        yield
-    finally:
-        with _limit_lock:
-            _limit_users -= 1
-            if _limit_users == 0:
-                Image.MAX_IMAGE_PIXELS = _limit_saved
 
 
 def _check_size(size: tuple[int, int], max_pixels: int | None, name: str) -> None:

@@ -9,12 +9,14 @@ import json
 import logging
 import random
 import re
+import subprocess
+import sys
 
 import datasets
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from distilvit.data import load_caption_splits
+from distilvit.data import FEATURES, load_caption_splits
 from distilvit.errors import UserError
 from distilvit.synthetic import COLOURS, SHAPES, draw_scene, make_synthetic_splits
 
@@ -151,7 +153,7 @@ def test_folder_with_jsonl_list_captions(tmp_path):
                                                                               "only one"])
     by_image = {}
     for split in dd.values():
-        for ex in split.cast_column("image", datasets.Image(decode=False)):
+        for ex in split.with_format(None):  # the cells as stored (the image column is held undecoded)
             by_image[ex["image"]["path"].rsplit("/", 1)[-1]] = ex["captions"]
     assert by_image["18.png"] == ["first of two", "second of two"]
     assert by_image["3.png"] == ["caption 3"]
@@ -169,7 +171,8 @@ def test_folder_with_csv_and_split_subfolders(tmp_path):
     assert sorted(c[0] for c in dd["train"]["captions"]) == [f"train {i}" for i in range(6)]
     assert sorted(c[0] for c in dd["validation"]["captions"]) == ["val 0", "val 1"]
     assert list(dd["test"]["captions"]) == [["test, with comma"]]
-    assert dd["train"].features == make_synthetic_splits(train_size=1, validation_size=1, test_size=1)["train"].features
+    synthetic = load_caption_splits(["synthetic"], synthetic_sizes={"train_size": 1, "validation_size": 1, "test_size": 1})
+    assert dd["train"].features == synthetic["train"].features == FEATURES
 
 
 def test_corrupt_image_is_skipped_and_logged(tmp_path, caplog):
@@ -288,3 +291,46 @@ def test_running_out_of_memory_while_checking_images_stops_with_the_row(tmp_path
     monkeypatch.setattr(prepare, "image_key", decode_fails)
     with pytest.raises(UserError, match=r"ran out of memory decoding the image of row 0; .*--num-proc"):
         load_caption_splits([str(folder)], cache_dir=str(tmp_path / "cache"), num_proc=1)
+
+
+LIMITS_PROBE = r"""
+import json, sys
+from PIL import Image, PngImagePlugin
+
+def limits():
+    return [PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS]
+
+before = limits()
+import distilvit.cli, distilvit.train, distilvit.data.prepare, distilvit.pixels  # every module training imports
+imported = limits()
+from distilvit.data import load_caption_splits
+from distilvit.pixels import decode_rgba
+
+folder, cache = sys.argv[1], sys.argv[2]
+splits = load_caption_splits([folder], cache_dir=cache, num_proc=1)
+sizes = {row["captions"][0]: row["image"].size for split in splits.values() for row in split}  # decoded as read
+shape = list(decode_rgba(folder + "/0.png").shape)
+print(json.dumps({"before": before, "imported": imported, "after": limits(), "sizes": sizes, "shape": shape}))
+"""
+
+
+def test_png_with_a_large_text_chunk_is_kept_and_pillow_limits_are_left_as_they_were(tmp_path):
+    """A valid PNG whose text chunk decompresses to more than Pillow's 1 MB (as some of Mozilla/coco-gpt4o's do) is
+    kept and decoded, by the data pass, by reading rows (what the collator and evaluation get) and by decode_rgba;
+    and Pillow's process-wide limits are what they were before, after importing our modules and after decoding
+    (in a fresh process: another test may have imported them already)."""
+    folder = _folder(tmp_path / "text", [f"caption {i}" for i in range(20)])
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "x" * (3 * 2**20), zip=True)  # 3 MB once decompressed, a few kB in the file
+    Image.new("RGB", (24, 16), (30, 200, 40)).save(folder / "0.png", pnginfo=info)
+    with pytest.raises(ValueError, match="MAX_TEXT_CHUNK"):  # what Pillow's own limit does with it
+        Image.open(folder / "0.png").load()
+    done = subprocess.run([sys.executable, "-c", LIMITS_PROBE, str(folder), str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["sizes"]["caption 0"] == [24, 16]
+    assert len(probe["sizes"]) == 20
+    assert probe["shape"] == [16, 24, 4]
+    assert probe["imported"] == probe["before"], "importing distilvit changed Pillow's limits"
+    assert probe["after"] == probe["before"], "decoding left Pillow's limits changed"

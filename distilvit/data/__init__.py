@@ -11,7 +11,8 @@
 Each split's parts are checked and normalised once per dataset version (`distilvit.data.prepare`: unreadable
 images and empty captions dropped, `alt_text` as a string or a list, cached), missing splits are made
 (`distilvit.data.splits`), and several specs are concatenated split by split. Images stay memory-mapped and are
-decoded lazily by `datasets`.
+decoded when a row is read, by `distilvit.data.images.open_cell` (the splits' transform; the `image` feature is
+`datasets.Image(decode=False)`), so Pillow's limits are raised for our decodes only.
 
 This package knows nothing about tokenizers, image processors or models: it hands over PIL images and caption
 strings. Failures the user can cause raise `UserError` with the input and what to do.
@@ -29,6 +30,7 @@ import datasets
 
 from distilvit.data.folders import IMAGE_EXTENSIONS, METADATA_FILES, read_folder
 from distilvit.data.hub import resolve_hub_dataset
+from distilvit.data.images import decoded_rows
 from distilvit.data.prepare import CAPTION_COLUMNS, IMAGE_COLUMNS, Part, prepare_part
 from distilvit.data.splits import SPLIT_OFF_FRACTION, SPLITS, complete_splits, split_name
 from distilvit.errors import UserError
@@ -41,7 +43,8 @@ HUB_DATASETS = {
     "flickr": "Mozilla/flickr30k-transformed-captions-gpt4o",
     "coco": "Mozilla/coco-gpt4o",
 }
-FEATURES = datasets.Features({"image": datasets.Image(), "captions": datasets.List(datasets.Value("string"))})
+# the splits' features: images held undecoded, decoded by the splits' transform (decoded_rows) when a row is read
+FEATURES = datasets.Features({"image": datasets.Image(decode=False), "captions": datasets.List(datasets.Value("string"))})
 SYNTHETIC_SIZE_KEYS = ("train_size", "validation_size", "test_size", "image_size")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # namespace/name; anything else with a separator is a path
 
@@ -59,7 +62,8 @@ def load_caption_splits(
     cache_dir: str | None = None,
     hub_cache: str | None = None,
 ) -> datasets.DatasetDict:
-    """Load and concatenate `specs` into a DatasetDict with splits train/validation/test and FEATURES.
+    """Load and concatenate `specs` into a DatasetDict with splits train/validation/test: rows {"image": a PIL
+    image, "captions": a list of str} (FEATURES, the image column held undecoded and decoded as rows are read).
 
     `sample` keeps at most that many examples per split (a random subset, by `seed`, drawn over the
     concatenation of all specs). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
@@ -82,7 +86,8 @@ def load_caption_splits(
         if sample is not None:
             parts = _sample_parts(parts, sample, random.Random(f"{seed}-sample-{split}"))
         kept = [ds for _, ds in parts]
-        result[split] = kept[0] if len(kept) == 1 else datasets.concatenate_datasets(kept)
+        joined = kept[0] if len(kept) == 1 else datasets.concatenate_datasets(kept)
+        result[split] = joined.cast_column("image", datasets.Image(decode=False)).with_transform(decoded_rows)
     out = datasets.DatasetDict(result)
     logger.info("loaded %s: %s", ", ".join(specs), ", ".join(f"{s} {len(out[s])}" for s in SPLITS))
     return out

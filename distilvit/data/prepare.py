@@ -14,7 +14,6 @@ This module knows nothing about split names, sampling or tokenizers.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -30,7 +29,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from distilvit.data.images import allow_large_png_text
+from distilvit.data.images import cell_bytes, open_bytes
 from distilvit.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,6 @@ IMAGE_COLUMNS = ("image", "img")
 SPLIT_COLUMN = "split"
 CHUNK_ROWS = 256
 CAPTIONS_FEATURE = datasets.List(datasets.Value("string"))
-
-allow_large_png_text()
 
 
 @dataclass
@@ -103,12 +100,8 @@ def image_key(cell: dict) -> str | None:
     """sha1 of an undecoded `datasets.Image` cell's bytes when PIL can fully decode it, None when the file is
     damaged (DECODE_ERRORS); anything else raises."""
     try:
-        data = cell.get("bytes")
-        if not data:
-            with open(cell["path"], "rb") as f:
-                data = f.read()
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
+        data = cell_bytes(cell)
+        open_bytes(data).close()
         return hashlib.sha1(data).hexdigest()
     except DECODE_ERRORS:
         return None
