@@ -177,9 +177,10 @@ def train(
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint, with the settings saved in it (train_config.json): `train --output-dir RUN --resume` is enough. Flags given again must match them, except --num-proc and --dataloader-workers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir: it is kept aside (.NAME.old-*) until the new run writes its first checkpoint, and comes back if the new run stops before that."),
+    print_settings: bool = typer.Option(False, "--print-settings", help="Print what this command would train with, as JSON (every setting, a resumed run's saved ones included; device, precision and batch sizes as resolved on this machine; fresh, resume or done), and exit without training or writing anything."),
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
 ):
-    if gpus > 1 and "LOCAL_RANK" not in os.environ:
+    if gpus > 1 and "LOCAL_RANK" not in os.environ and not print_settings:
         from distilvit.launch import relaunch_with_torchrun
 
         raise typer.Exit(relaunch_with_torchrun(gpus, sys.argv[1:]))
@@ -203,6 +204,11 @@ def train(
     if synthetic_size is not None:
         overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
     config = run_settings(output_dir, _value(preset), overrides, overwrite)
+    if print_settings:
+        from distilvit.train import planned
+
+        typer.echo(json.dumps(planned(config, resume=resume, overwrite=overwrite, processes=gpus), indent=2))
+        return
     result = run_training(config, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return

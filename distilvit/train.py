@@ -204,12 +204,7 @@ def check_reporters(report_to) -> None:
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, machine: devices.Machine | None = None) -> TrainResult:
     """Run (or resume, or skip) a training run. Under torchrun/accelerate every process calls this."""
     out = Path(config.output_dir)
-    processes = devices.world_size()
-    run_plan = devices.plan(machine or devices.detect(), device=config.device, precision=config.precision,
-                            per_device_batch=config.per_device_train_batch_size,
-                            gradient_accumulation=config.gradient_accumulation_steps,
-                            effective_batch=config.effective_batch_size, processes=processes,
-                            dataloader_workers=config.dataloader_workers)
+    run_plan = _device_plan(config, machine)
     state = _distributed_state(run_plan)
     main = state is None or state.is_main_process
     if main:
@@ -262,6 +257,26 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return result
+
+
+def _device_plan(config: TrainConfig, machine: devices.Machine | None, processes: int | None = None):
+    """The device plan of `config` on `machine` (detected when None) for `processes` (default: this launch's)."""
+    return devices.plan(machine or devices.detect(), device=config.device, precision=config.precision,
+                        per_device_batch=config.per_device_train_batch_size,
+                        gradient_accumulation=config.gradient_accumulation_steps,
+                        effective_batch=config.effective_batch_size, processes=processes or devices.world_size(),
+                        dataloader_workers=config.dataloader_workers)
+
+
+def planned(config: TrainConfig, resume: bool = False, overwrite: bool = False,
+            machine: devices.Machine | None = None, processes: int | None = None) -> dict:
+    """What `train` would do with `config` on this machine, without loading data or models or writing anything
+    (`train --print-settings`): {"action": "fresh" | "resume" | "done", "settings": every setting, "plan": device,
+    precision, batch sizes and `processes` (default: this launch's) resolved}. The same refusals as `train` (run folder, settings that differ
+    from a saved run, a device or precision the machine lacks, a missing --report-to package)."""
+    action = check_output_dir(config, resume, overwrite)
+    check_reporters(config.report_to)
+    return {"action": action, "settings": config.to_json(), "plan": _device_plan(config, machine, processes).to_json()}
 
 
 def has_checkpoint(out: Path) -> bool:

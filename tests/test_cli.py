@@ -197,3 +197,31 @@ def test_dataset_whose_images_are_all_corrupt(tmp_path):
     result = run_cli("train", "--preset", "tiny", "--dataset", str(folder), "--output-dir", str(out))
     assert_user_error(result, "unreadable")
     assert not out.exists()
+
+
+def test_print_settings_shows_what_train_would_do_and_writes_nothing(short_run, tmp_path):
+    """`train --print-settings`: a new folder gets the preset with the flags and the plan resolved here, and is not
+    created; a run folder prints its saved settings (--resume alone), and a flag that differs is refused as train
+    refuses it."""
+    import json
+
+    from distilvit.config import TrainConfig
+
+    new = tmp_path / "new"
+    shown = run_cli("train", "--preset", "tiny", "--output-dir", str(new), "--max-steps", "7", "--device", "cpu",
+                    "--gpus", "1", "--print-settings")
+    assert shown.returncode == 0, shown.stderr
+    printed = json.loads(shown.stdout)
+    assert printed["action"] == "fresh" and not new.exists()
+    expected = TrainConfig.from_preset("tiny", str(new), max_steps=7, device="cpu").to_json()
+    assert printed["settings"] == json.loads(json.dumps(expected))
+    assert printed["plan"]["device"] == "cpu" and printed["plan"]["precision"] == "fp32"
+    assert printed["plan"]["effective_batch"] == printed["settings"]["effective_batch_size"]
+    before = sorted(p.relative_to(short_run) for p in short_run.rglob("*"))
+    saved = run_cli("train", "--output-dir", str(short_run), "--resume", "--print-settings")
+    assert saved.returncode == 0, saved.stderr
+    assert json.loads(saved.stdout)["settings"] == json.loads(json.dumps(TrainConfig.load(short_run).to_json()))
+    assert json.loads(saved.stdout)["action"] == "done"  # a finished run: train would do nothing
+    differs = run_cli("train", "--output-dir", str(short_run), "--lora-r", "3", "--print-settings")
+    assert differs.returncode == 2 and "lora_r: saved" in differs.stderr and differs.stdout == ""
+    assert sorted(p.relative_to(short_run) for p in short_run.rglob("*")) == before
