@@ -16,9 +16,30 @@ from typing import Optional
 
 import typer
 
-from distilvit.config import PRESETS
+from distilvit.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from distilvit.errors import UserError
-from distilvit.limits import DEFAULT_MAX_PIXELS, MIN_DEFAULT_AGREEMENT, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
+from distilvit.limits import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, MIN_DEFAULT_AGREEMENT, PIXEL_MAX_TOLERANCE,
+                              PIXEL_MEAN_TOLERANCE)
+
+IMAGE_TYPES = " ".join(IMAGE_SUFFIXES)  # what a folder given to caption, parity, export and bench contributes
+
+
+def _default(name: str, key: str | None = None) -> str:
+    """A train setting's default as --help states it, read from TrainConfig and the presets (the one home of these
+    values): the default preset's value, then the presets that differ, e.g. "64 (tiny: 32)". `key`: one entry of a
+    dict-valued setting."""
+    from dataclasses import MISSING, fields
+
+    field = next(f for f in fields(TrainConfig) if f.name == name)
+    base = field.default_factory() if field.default_factory is not MISSING else field.default
+
+    def shown(preset: str) -> str:
+        value = PRESETS[preset].get(name, base)
+        value = value[key] if key else value
+        return ",".join(value) if isinstance(value, (tuple, list)) else str(value)
+
+    others = [f"{p}: {shown(p)}" for p in PRESETS if shown(p) != shown(DEFAULT_PRESET)]
+    return "; ".join([shown(DEFAULT_PRESET), *others])
 
 COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
@@ -138,42 +159,42 @@ def train(
     preset: Optional[Preset] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
-    sample: Optional[int] = typer.Option(None, min=1, help="Use at most N training examples."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Train on at most N examples of the train split (a random subset drawn by --seed); the validation and test splits are capped by --eval-sample and --test-sample. Default: all."),
     encoder_model: Optional[str] = typer.Option(None, help="SigLIP vision encoder: Hub id or local folder. Default: the preset's."),
     decoder_model: Optional[str] = typer.Option(None, help="Decoder-only Llama-family LM: Hub id or local folder. Default: the preset's."),
-    num_train_epochs: Optional[float] = typer.Option(None, help="Epochs (ignored when --max-steps > 0)."),
-    max_steps: Optional[int] = typer.Option(None, help="Optimizer steps; overrides epochs when > 0."),
+    num_train_epochs: Optional[float] = typer.Option(None, help=f"Epochs (ignored when --max-steps > 0; default {_default('num_train_epochs')})."),
+    max_steps: Optional[int] = typer.Option(None, help=f"Optimizer steps; overrides epochs when > 0 (default {_default('max_steps')})."),
     per_device_train_batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size per device."),
     gradient_accumulation_steps: Optional[int] = typer.Option(None, help="Batches accumulated per optimizer step."),
-    lora_r: Optional[int] = typer.Option(None, help="LoRA rank."),
-    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha."),
-    lora_dropout: Optional[float] = typer.Option(None, help="LoRA dropout."),
-    lora_targets: Optional[list[str]] = typer.Option(None, help="Decoder linear layers LoRA adapts (default q_proj,k_proj,v_proj,o_proj)."),
-    projection_lr: Optional[float] = typer.Option(None, help="Learning rate of the projector."),
-    lora_lr: Optional[float] = typer.Option(None, help="Learning rate of the LoRA weights."),
+    lora_r: Optional[int] = typer.Option(None, help=f"LoRA rank (default {_default('lora_r')})."),
+    lora_alpha: Optional[int] = typer.Option(None, help=f"LoRA alpha (default {_default('lora_alpha')})."),
+    lora_dropout: Optional[float] = typer.Option(None, help=f"LoRA dropout (default {_default('lora_dropout')})."),
+    lora_targets: Optional[list[str]] = typer.Option(None, help=f"Decoder linear layers LoRA adapts (default {_default('lora_targets')})."),
+    projection_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the projector (default {_default('projection_lr')})."),
+    lora_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the LoRA weights (default {_default('lora_lr')})."),
     train_lm_head: Optional[bool] = typer.Option(None, "--train-lm-head/--no-train-lm-head", help="Also train the (untied) output head fully (the tiny preset does)."),
-    head_lr: Optional[float] = typer.Option(None, help="Learning rate of the output head when trained."),
-    vision_unfreeze_layers: Optional[int] = typer.Option(None, help="Train the last N vision layers too (default 0: encoder frozen)."),
-    max_length: Optional[int] = typer.Option(None, help="Caption length in tokens (longer captions are cut)."),
+    head_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the output head when trained (default {_default('head_lr')})."),
+    vision_unfreeze_layers: Optional[int] = typer.Option(None, help=f"Train the last N vision layers too (default {_default('vision_unfreeze_layers')}; 0: encoder frozen)."),
+    max_length: Optional[int] = typer.Option(None, help=f"Caption length in tokens (longer captions are cut; default {_default('max_length')})."),
     caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: measured 1.03x faster per caption in Chromium, a smaller download, the same captions as without it on a real SmolLM2's test images; a warning when it is a closed word list; docs/training.md), or every token of the decoder's vocabulary. Default: --caption-vocab."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
-    save_steps: Optional[int] = typer.Option(None, help="Save a checkpoint every N steps."),
+    save_steps: Optional[int] = typer.Option(None, help=f"Save a checkpoint every N steps (default {_default('save_steps')})."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
-    effective_batch_size: Optional[int] = typer.Option(None, min=1, help="Samples per optimizer step over all devices (default 64); gradient accumulation is derived from it."),
-    warmup_ratio: Optional[float] = typer.Option(None, help="Share of the steps spent warming up the learning rate (default 0.05)."),
+    effective_batch_size: Optional[int] = typer.Option(None, min=1, help=f"Samples per optimizer step over all devices (default {_default('effective_batch_size')}); gradient accumulation is derived from it."),
+    warmup_ratio: Optional[float] = typer.Option(None, help=f"Share of the steps spent warming up the learning rate (default {_default('warmup_ratio')})."),
     optimizer: Optional[str] = typer.Option(None, help="adamw (default) or sgd (plain SGD: a step is lr x gradient; for checks such as the DDP test)."),
-    max_grad_norm: Optional[float] = typer.Option(None, help="Clip the gradient norm to this (default 1.0; 0: no clipping)."),
+    max_grad_norm: Optional[float] = typer.Option(None, help=f"Clip the gradient norm to this (default {_default('max_grad_norm')}; 0: no clipping)."),
     device: Optional[Device] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
     precision: Optional[Precision] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass: less memory, slower steps (measured on an H100, bf16, batch 16: peak 4.09 vs 5.68 GiB, 44.3 vs 79.4 samples/s; docs/training.md)."),
-    eval_steps: Optional[int] = typer.Option(None, help="Caption the validation split every N steps and keep the best checkpoint (0: never; default 500)."),
-    eval_metric: Optional[EvalMetric] = typer.Option(None, help="Metric that picks the best checkpoint: cider (default), bleu4, rougeL or exact_match."),
+    eval_steps: Optional[int] = typer.Option(None, help=f"Caption the validation split every N steps and keep the best checkpoint (0: never; default {_default('eval_steps')})."),
+    eval_metric: Optional[EvalMetric] = typer.Option(None, help=f"Metric that picks the best checkpoint: cider, bleu4, rougeL or exact_match (default {_default('eval_metric')})."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
-    eval_sample: Optional[int] = typer.Option(None, min=1, help="Validation images per evaluation (default 200)."),
+    eval_sample: Optional[int] = typer.Option(None, min=1, help=f"Validation images per evaluation (default {_default('eval_sample')})."),
     test_sample: Optional[int] = typer.Option(None, min=1, help="Test images scored at the end (default: the whole test split)."),
     report_to: Optional[list[Reporter]] = typer.Option(None, help="Also log to tensorboard (RUN/tensorboard/) or wandb (the Trainer's integrations; optional packages). RUN/training_curves.png (loss and validation metrics) is drawn either way. Default: none."),
     dataloader_workers: Optional[int] = typer.Option(None, help="Data loader worker processes (default: 0 on CPU, up to 8 on a GPU)."),
-    synthetic_size: Optional[int] = typer.Option(None, help="Training images of the 'synthetic' dataset (default: the preset's, 16000 for tiny, 8000 otherwise; validation and test stay 200)."),
+    synthetic_size: Optional[int] = typer.Option(None, help=f"Training images of the 'synthetic' dataset (default {_default('synthetic_sizes', 'train_size')}; validation and test stay 200)."),
     gpus: int = typer.Option(1, help="Start N training processes (torchrun) on N GPUs of this machine; the same as `torchrun --nproc_per_node=N -m distilvit.cli train ...`."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its last checkpoint, with the settings saved in it (train_config.json): `train --output-dir RUN --resume` is enough. Flags given again must match them, except --num-proc and --dataloader-workers."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --output-dir: it is kept aside (.NAME.old-*) until the new run writes its first checkpoint, and comes back if the new run stops before that."),
@@ -235,7 +256,7 @@ def merge(
 @app.command(help=COMMANDS["caption"])
 def caption(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
-    images: list[Path] = typer.Argument(..., help="Image files, or folders whose image files (.png .jpg .jpeg .webp .bmp .gif) are captioned in name order."),
+    images: list[Path] = typer.Argument(..., help=f"Image files, or folders whose image files ({IMAGE_TYPES}) are captioned in name order."),
     num_beams: int = typer.Option(1, min=1, help="Beam search width (1 = greedy)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption in tokens (default: the model's generation config)."),
     batch_size: int = typer.Option(16, min=1, help="Images per generate() call."),
@@ -259,7 +280,7 @@ def evaluate(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run holding merged/."),
     dataset: list[str] = typer.Option(..., help="Dataset(s) as for `train --dataset`."),
     split: str = typer.Option("test", help="Split to caption: train, validation or test."),
-    sample: Optional[int] = typer.Option(None, min=1, help="Score only the first N images of the split."),
+    sample: Optional[int] = typer.Option(None, min=1, help="Score only the first N images of --split. Default: all of it."),
     seed: int = typer.Option(0, help="Seed of the synthetic data and of split-offs (use the run's)."),
     batch_size: int = typer.Option(32, min=1, help="Images per generate() call."),
     output: Optional[Path] = typer.Option(None, help="Write the scores and examples to this JSON file."),
@@ -287,7 +308,7 @@ def export(
     quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
-    agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
+    agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own: its {IMAGE_TYPES} files) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
 ):
     _setup_logging()
     from distilvit.export.exporter import export_model
@@ -382,9 +403,9 @@ def upload(
 def verify_parity(
     export_dir: Path = typer.Argument(..., help="An export folder written by `distilvit-web export`."),
     model: Optional[Path] = typer.Option(None, help="The PyTorch model (default: the source named in export_config.json)."),
-    images: Optional[Path] = typer.Option(None, help="A folder of images (png, jpg, webp, bmp) to caption."),
+    images: Optional[Path] = typer.Option(None, help=f"A folder whose image files ({IMAGE_TYPES}) are captioned."),
     dataset: Optional[str] = typer.Option(None, help="Take images from this dataset's test split instead (as for `train --dataset`)."),
-    sample: int = typer.Option(16, min=1, help="Images taken from --dataset (default: 16 synthetic test images when neither is given)."),
+    sample: int = typer.Option(16, min=1, help="How many images of --dataset to caption: the first N of its test split (16 synthetic test images when neither --images nor --dataset is given)."),
     dtype: str = typer.Option("all", help="Comma-separated dtypes to check (fp32,q8,...) or all present."),
     runtime: str = typer.Option("onnxruntime,transformers.js", help="Runtimes to check: onnxruntime, transformers.js (Node), chromium-wasm, chromium-webgpu (stock transformers.js in real Chromium via Playwright; WebGPU through Chromium's software adapter: correctness only)."),
     max_new_tokens: Optional[int] = typer.Option(None, min=1, help="Longest caption (default: the export's generation config)."),
@@ -492,8 +513,8 @@ def bench_train(
 def bench_quality(
     model_dir: Path = typer.Argument(..., help="A training run or its merged/ folder (its validation images are read as training read them)."),
     recipes: str = typer.Option("fp32,fp16,dynamic-int8,dynamic-int8-per-channel,dynamic-int8-float-down-proj,weight-int8,weight-int8-b128,q4", help="Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py."),
-    sample: int = typer.Option(64, min=1, help="Validation images of the run to caption."),
-    images: Optional[Path] = typer.Option(None, help="Also caption the images in this folder (your photographs)."),
+    sample: int = typer.Option(64, min=1, help="How many of the run's validation images to caption: the first N."),
+    images: Optional[Path] = typer.Option(None, help=f"Also caption the image files ({IMAGE_TYPES}) in this folder (your photographs)."),
     workdir: Path = typer.Option(Path("runs/bench-quality"), help="Where the fp32 export (reused when the exporter code and model are the same) and each candidate's files are written."),
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Also time each candidate in Chromium WebAssembly (stock transformers.js, every core), in turns."),
     tokens: int = typer.Option(20, min=1, help="Generated tokens per timed caption (EOS ignored)."),

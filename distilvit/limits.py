@@ -18,3 +18,8 @@ PIXEL_MEAN_TOLERANCE = 0.002
 # The ship gate (export/agreement.py): a quantized dtype becomes an export's default (what transformers.js and the
 # demo load) only if it keeps at least this share of fp32's greedy captions on the run's validation images.
 MIN_DEFAULT_AGREEMENT = 0.9
+
+# The image files commands take from a folder (caption DIR, verify parity --images, export --agreement-images,
+# bench quality --images): what browsers and sharp (transformers.js in Node) both decode. Training data folders
+# take what `datasets`' imagefolder takes (distilvit/data/folders.py).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")

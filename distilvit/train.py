@@ -224,8 +224,9 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False, ma
         check_encoder(config.encoder_model)
         check_decoder(config.decoder_model)
     with state.main_process_first() if state is not None else nullcontext():
-        splits = load_caption_splits(list(config.datasets), sample=config.sample, seed=config.seed,
-                                     num_proc=config.num_proc, synthetic_sizes=config.synthetic_sizes)
+        splits = load_caption_splits(list(config.datasets), sample=config.sample, sample_splits=("train",),
+                                     seed=config.seed, num_proc=config.num_proc,
+                                     synthetic_sizes=config.synthetic_sizes)
     if state is not None:
         state.wait_for_everyone()  # every process has checked the folder before the main one changes it
 

@@ -78,11 +78,12 @@ def _raw(image) -> np.ndarray:
 
 
 def _folder_images(folder: Path) -> AgreementImages:
-    from distilvit.caption import image_paths
+    from distilvit.data.images import images_in
+    from distilvit.pixels import check_image
 
-    paths = image_paths([folder])  # checks each file's header first: a bad file is one clear error, before minutes
-    if not paths:
-        raise UserError(f"--agreement-images {folder}: the folder holds no images (png, jpg, webp, bmp)")
+    paths = images_in(folder, f"--agreement-images {folder}")
+    for path in paths:  # each file's header first: a bad file is one clear error, before minutes of exporting
+        check_image(path)
     if len(paths) > MAX_FOLDER_IMAGES:
         log.warning("--agreement-images %s: using the first %d of its %d images", folder, MAX_FOLDER_IMAGES, len(paths))
         paths = paths[:MAX_FOLDER_IMAGES]
@@ -104,8 +105,7 @@ def _validation_images(run: Path, count: int) -> AgreementImages:
     sizes = dict(config.synthetic_sizes or {})
     sizes["train_size"] = 1  # each synthetic split has its own random stream: validation is unchanged
     try:
-        splits = load_caption_splits(list(config.datasets), sample=config.sample, seed=config.seed,
-                                     synthetic_sizes=sizes, num_proc=1)
+        splits = load_caption_splits(list(config.datasets), seed=config.seed, synthetic_sizes=sizes, num_proc=1)
     except UserError as err:
         raise UserError(f"cannot load the validation images of the run {run} to measure each dtype's captions "
                         f"against fp32: {err}\nPass a folder of your own (--agreement-images DIR) or skip the "

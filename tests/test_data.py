@@ -274,6 +274,9 @@ def test_sample_caps_every_split(tmp_path):
     assert set(map(tuple, dd["train"]["captions"])) <= set(map(tuple, full["train"]["captions"]))
     again = load_caption_splits(["synthetic"], sample=10, seed=1, synthetic_sizes=sizes)
     assert list(again["train"]["captions"]) == list(dd["train"]["captions"])
+    train_only = load_caption_splits(["synthetic"], sample=10, sample_splits=("train",), seed=1, synthetic_sizes=sizes)
+    assert [len(train_only[s]) for s in ("train", "validation", "test")] == [10, 12, 3]
+    assert list(train_only["train"]["captions"]) == list(dd["train"]["captions"])  # the same subset
     with pytest.raises(UserError, match="unknown synthetic size keys"):
         load_caption_splits(["synthetic"], synthetic_sizes={"train": 5})
 

@@ -263,10 +263,11 @@ def test_run_settings_come_from_the_run_folder_and_name_what_differs(short_run, 
     assert run_settings(short_run, "smollm-135m", {}, overwrite=True).preset == "smollm-135m"
 
 
-def test_the_whole_test_split_is_scored_whatever_eval_sample_is(tmp_path):
-    """--eval-sample caps the validation images of each evaluation, not the final test score (--test-sample does)."""
+def test_the_whole_test_split_is_scored_whatever_eval_sample_and_sample_are(tmp_path):
+    """--eval-sample caps the validation images of each evaluation and --sample the train split, not the final test
+    score (--test-sample does)."""
     out = tmp_path / "run"
-    train(short_config(out, max_steps=2, eval_steps=0, eval_sample=4))
+    train(short_config(out, max_steps=2, eval_steps=0, eval_sample=4, sample=5))
     assert json.loads((out / "eval.json").read_text())["num_images"] == SMALL_SYNTHETIC["test_size"] == 8
 
 

@@ -56,6 +56,7 @@ def load_caption_splits(
     specs: list[str],
     *,
     sample: int | None = None,
+    sample_splits: tuple[str, ...] = SPLITS,
     seed: int = 0,
     num_proc: int | None = None,
     synthetic_sizes: dict | None = None,
@@ -65,8 +66,8 @@ def load_caption_splits(
     """Load and concatenate `specs` into a DatasetDict with splits train/validation/test: rows {"image": a PIL
     image, "captions": a list of str} (FEATURES, the image column held undecoded and decoded as rows are read).
 
-    `sample` keeps at most that many examples per split (a random subset, by `seed`, drawn over the
-    concatenation of all specs). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
+    `sample` keeps at most that many examples in each of `sample_splits` (a random subset, by `seed`, drawn over
+    the concatenation of all specs; `train --sample` caps the train split only). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
     (train_size, validation_size, test_size, image_size). `num_proc` processes check the images (once per
     dataset version; None: one per core, up to 8). `cache_dir` holds datasets' arrow files and the prepared-rows cache (default: the
     datasets cache under HF_HOME); `hub_cache` is the Hub cache for dataset ids (default: HF_HOME's hub/).
@@ -83,7 +84,7 @@ def load_caption_splits(
     result = {}
     for split in SPLITS:
         parts = [(spec, dd[split]) for spec, dd in loaded]
-        if sample is not None:
+        if sample is not None and split in sample_splits:
             parts = _sample_parts(parts, sample, random.Random(f"{seed}-sample-{split}"))
         kept = [ds for _, ds in parts]
         joined = kept[0] if len(kept) == 1 else datasets.concatenate_datasets(kept)

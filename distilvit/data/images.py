@@ -26,9 +26,9 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from distilvit.errors import UserError
+from distilvit.limits import IMAGE_SUFFIXES
 
 PNG_TEXT_CHUNK_LIMIT = 64 * 2**20
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}  # what browsers and sharp both decode
 
 _lock = threading.Lock()
 _users = 0
@@ -95,5 +95,5 @@ def images_in(folder: Path, name: str) -> list[Path]:
         raise UserError(f"{name} is not a folder")
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise UserError(f"{name} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UserError(f"{name} holds no image files ({' '.join(IMAGE_SUFFIXES)})")
     return paths

@@ -1,0 +1,77 @@
+"""Figures the docs quote agree with their one source: timings cited from docs/benchmarks.md are in it, the tiny
+run's parameter counts are what training records, and the photograph forms are what tests/photos.py writes.
+Defaults in `--help` need no check here: the CLI reads them from TrainConfig and the presets (distilvit/cli.py
+`_default`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from photos import write_variants
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+# "2175.7 vs 1163.1 ms", "560.0 ms", "2.62 vs 2.81 s": a figure, or two compared, and their unit; "~" marks an
+# approximation worked out from the table, not quoted from it
+TIMING = re.compile(r"(?<![~\d.])(\d+(?:\.\d+)?)(?: vs (\d+(?:\.\d+)?))? (ms|s)\b")
+
+
+def sentences(text: str) -> list[str]:
+    flat = " ".join(text.split())
+    return re.split(r"(?<=[.;:])\s+(?=[A-Z(`*\-])", flat)
+
+
+def citing_benchmarks() -> list[tuple[str, str]]:
+    """(file name, sentence) for every sentence outside benchmarks.md that names it."""
+    return [(path.name, s) for path in DOCS if path != BENCHMARKS for s in sentences(path.read_text())
+            if "benchmarks.md" in s]
+
+
+def quoted_from(figure: str, unit: str, table: list[float]) -> bool:
+    """Whether `figure` (as written, in `unit`) is one of `table`'s millisecond values at the figure's precision."""
+    decimals = len(figure.split(".")[1]) if "." in figure else 0
+    scale = 1000 if unit == "s" else 1
+    return any(round(value / scale, decimals) == float(figure) for value in table)
+
+
+def test_timings_cited_from_benchmarks_md_are_in_it():
+    """A sentence that cites docs/benchmarks.md quotes only its timings: figures from other runs sit in sentences of
+    their own, with their date. Fails when benchmarks.md is regenerated and a quote is left behind."""
+    table = [float(n) for n in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", BENCHMARKS.read_text())]
+    cited = citing_benchmarks()
+    assert len(cited) >= 5, "the sentence splitter no longer finds the citations"
+    stale = [(name, figure, unit, sentence[:160]) for name, sentence in cited
+             for match in TIMING.finditer(sentence) for figure in match.groups()[:2] if figure
+             for unit in [match.group(3)] if not quoted_from(figure, unit, table)]
+    assert not stale, "figures cited from docs/benchmarks.md that it does not hold:\n" + "\n".join(map(str, stale))
+
+
+def test_the_check_finds_a_stale_quote():
+    """The check above fails on a sentence quoting a timing benchmarks.md lacks (the drift it guards against)."""
+    table = [1163.1, 2175.7]
+    sentence = "took 1.9x as long, 2176 vs 1160 ms in docs/benchmarks.md"
+    found = [(f, m.group(3)) for m in TIMING.finditer(sentence) for f in m.groups()[:2] if f]
+    assert found == [("2176", "ms"), ("1160", "ms")]
+    assert [quoted_from(f, u, table) for f, u in found] == [True, False]
+    assert quoted_from("1.16", "s", table) and not quoted_from("1.2", "ms", table)
+    assert not TIMING.search("add ~0.2 s to the first token")  # an approximation, not a quote
+
+
+def test_tiny_parameter_counts_in_training_md_are_what_training_records(trained_tiny):
+    text = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    quoted = re.search(r"projector ([\d,]+), LoRA ([\d,]+), output head ([\d,]+), of ([\d,]+) in all", text)
+    assert quoted, "docs/training.md no longer states the tiny run's parameter counts"
+    run = json.loads((trained_tiny / "train_config.json").read_text())["run_info"]
+    counts = run["trainable_parameters"]
+    recorded = [counts["projector"], counts["lora"], counts["lm_head"], run["total_parameters"]]
+    assert [int(n.replace(",", "")) for n in quoted.groups()] == recorded
+
+
+def test_photograph_forms_quoted_are_what_the_tests_write(tmp_path):
+    forms = len(write_variants(tmp_path))
+    for path in (ROOT / "README.md", ROOT / "docs" / "parity.md"):
+        quoted = re.findall(r"photographs in (\d+) forms", " ".join(path.read_text().split()))
+        assert quoted and {int(n) for n in quoted} == {forms}, f"{path.name}: {quoted} vs {forms} forms written"
