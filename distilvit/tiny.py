@@ -21,11 +21,12 @@ SPECIAL_TOKENS = {"unk_token": "<unk>", "pad_token": "<pad>", "bos_token": "<s>"
 
 @dataclass(frozen=True)
 class TinySizes:
-    """Sizes of the tiny encoder and decoder (64x64 images, patch 8 -> 64 image tokens)."""
+    """Sizes of the tiny encoder and decoder (64x64 images, patch 8 -> 64 image tokens). The frozen random encoder
+    is 128 wide: 64 lost too much of each 8 x 8 x 3 patch for the widened synthetic shapes (docs/training.md)."""
 
     image_size: int = 64
     patch_size: int = 8
-    vision_hidden: int = 64
+    vision_hidden: int = 128
     vision_layers: int = 2
     vision_heads: int = 4
     text_hidden: int = 128

@@ -3,6 +3,7 @@ layouts are tested on replicas in tests/test_hub_replicas.py."""
 
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import io
 import json
@@ -18,7 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from distilvit.data import FEATURES, load_caption_splits
 from distilvit.errors import UserError
-from distilvit.synthetic import COLOURS, SHAPES, draw_scene, make_synthetic_splits
+from distilvit.synthetic import COLOURS, HUES, SHAPES, make_synthetic_splits, plan_scene, render
 
 _COLOUR = "(" + "|".join(COLOURS) + ")"
 _SHAPE = "(" + "|".join(SHAPES) + ")"
@@ -81,51 +82,50 @@ def test_synthetic_captions_follow_templates_and_mix_kinds():
     assert all(60 <= n <= 140 for n in kinds.values()), kinds  # about a third each
 
 
-def _colour_at(pixels, size, xs, ys):
-    return {pixels[y * size + x] for x in xs for y in ys} - {(255, 255, 255)}
-
-
-def _centre(pixels, size, part, relation):
-    """Centre of the bounding box of the coloured pixels in columns (left of) or rows (above) `part`."""
-    points = [(x, y) for x in range(size) for y in range(size) if pixels[y * size + x] != (255, 255, 255)
-              and (x if relation == "left of" else y) in part]
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    return (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-
-
 @pytest.mark.parametrize("image_size", [64, 96])
-def test_synthetic_layout_matches_caption(image_size):
-    """The named-first shape is really left of (above) the other, with a white gap between, in its colour."""
+def test_synthetic_scenes_are_drawn_as_their_captions_say(image_size):
+    """Each shape the caption names is drawn in a colour its word covers (hue region), visible at its centre in the
+    picture; the named-first shape is really left of (above) the other, in the same band, with a gap between."""
     rng = random.Random(7)
+    styles = set()
     for _ in range(150):
-        image, caption = draw_scene(rng, image_size)
-        assert image.mode == "RGB" and image.size == (image_size, image_size)
-        raw, n = image.tobytes(), image_size
-        px = [tuple(raw[i:i + 3]) for i in range(0, len(raw), 3)]
-        match = CAPTION_RE.match(caption)
-        c1, relation, c2 = match.group(1), match.group(3), match.group(4)
-        assert px[0] == (255, 255, 255)  # white background; no shape reaches the top-left corner
-        if relation is None:
-            assert _colour_at(px, n, range(n), range(n)) == {COLOURS[c1]}
+        scene = plan_scene(rng, image_size)
+        image, n = render(scene), image_size
+        assert image.mode == "RGB" and image.size == (n, n)
+        match = CAPTION_RE.match(scene.caption)
+        words = [(match.group(1), match.group(2))] + ([(match.group(4), match.group(5))] if match.group(3) else [])
+        assert [(s.colour, s.shape) for s in scene.shapes] == words, scene
+        for shape in scene.shapes:
+            hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in shape.rgb))
+            low, high = HUES[shape.colour]
+            degrees = (hue * 360 + 180) % 360 - 180 if shape.colour == "red" else hue * 360
+            assert low - 0.5 <= degrees <= high + 0.5, (shape, degrees)  # (RGB's rounding moves the hue a little)
+            inside = (shape.cx, shape.cy + shape.r / 3 if shape.shape == "triangle" else shape.cy)  # centroid
+            pixel = image.getpixel((int(inside[0]), int(inside[1])))
+            assert max(abs(a - b) for a, b in zip(pixel, shape.rgb)) <= 2, (scene.caption, shape, pixel)
+            assert shape.r <= shape.cx <= n - shape.r and shape.r <= shape.cy <= n - shape.r
+        styles.add((scene.background == (255, 255, 255), scene.smooth, any(s.outline for s in scene.shapes)))
+        if match.group(3) is None:
             continue
-        axis = [x for x in range(n) if not _colour_at(px, n, [x], range(n))] if relation == "left of" else \
-            [y for y in range(n) if not _colour_at(px, n, range(n), [y])]
-        coloured = [i for i in range(n) if i not in axis]
-        gaps = [i for i in axis if min(coloured) < i < max(coloured)]
-        assert gaps, f"no white gap between the shapes of {caption!r}"
-        cut = gaps[0]
-        first, second = range(0, cut), range(cut, n)
-        (x1, y1), (x2, y2) = _centre(px, n, first, relation), _centre(px, n, second, relation)
-        if relation == "left of":  # same horizontal band, x centres in separate halves
-            assert abs(y1 - y2) <= 0.1 * n + 1 and x1 < n / 2 < x2, (caption, (x1, y1), (x2, y2))
-        else:  # x centres nearly equal, first in the top half, second in the bottom half
-            assert abs(x1 - x2) <= 0.06 * n + 1 and y1 < n / 2 < y2, (caption, (x1, y1), (x2, y2))
-        if relation == "left of":
-            assert _colour_at(px, n, first, range(n)) == {COLOURS[c1]}, caption
-            assert _colour_at(px, n, second, range(n)) == {COLOURS[c2]}, caption
+        a, b = scene.shapes
+        if match.group(3) == "left of":  # same horizontal band, in separate halves, apart
+            assert abs(a.cy - b.cy) <= 0.1 * n and a.cx < n / 2 < b.cx and b.cx - a.cx >= a.r + b.r + 2, scene
         else:
-            assert _colour_at(px, n, range(n), first) == {COLOURS[c1]}, caption
-            assert _colour_at(px, n, range(n), second) == {COLOURS[c2]}, caption
+            assert abs(a.cx - b.cx) <= 0.05 * n and a.cy < n / 2 < b.cy and b.cy - a.cy >= a.r + b.r + 2, scene
+    # plain pictures (white, hard edges) and varied ones (light backgrounds, smooth edges, outlines) both occur
+    assert (True, False, False) in styles and (False, True, True) in styles and (False, True, False) in styles, styles
+
+
+def test_synthetic_colours_cover_pure_and_other_programs_colours():
+    """The words' regions hold the pure colours and CSS's named ones, not only the generator's six RGB values."""
+    css = {"red": [(255, 0, 0), (220, 20, 60), (255, 99, 71)], "green": [(0, 128, 0), (50, 205, 50)],
+           "blue": [(0, 0, 255), (65, 105, 225)], "yellow": [(255, 255, 0), (255, 215, 0)],
+           "purple": [(128, 0, 128), (148, 0, 211)], "orange": [(255, 165, 0), (255, 140, 0)]}
+    for word, colours in css.items():
+        for rgb in colours + [COLOURS[word]]:
+            hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+            degrees = (hue * 360 + 180) % 360 - 180 if word == "red" else hue * 360
+            assert HUES[word][0] <= degrees <= HUES[word][1], (word, rgb, degrees)
 
 
 # --- local folders -------------------------------------------------------------------------------------------
