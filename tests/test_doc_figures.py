@@ -20,14 +20,22 @@ TIMING = re.compile(r"(?<![~\d.])(\d+(?:\.\d+)?)(?: vs (\d+(?:\.\d+)?))? (ms|s)\
 
 
 def sentences(text: str) -> list[str]:
-    flat = " ".join(text.split())
-    return re.split(r"(?<=[.;:])\s+(?=[A-Z(`*\-])", flat)
+    """The prose of a Markdown file as sentences: tables, code blocks and indented blocks (README's file tree, commands)
+    left out, a paragraph break always ending a sentence."""
+    text = re.sub(r"```.*?```", "\n\n", text, flags=re.S)
+    kept = ["" if line.lstrip().startswith("|") or line.startswith("    ") else line for line in text.splitlines()]
+    paragraphs = re.split(r"\n\s*\n", "\n".join(kept))
+    return [s for p in paragraphs for s in re.split(r"(?<=[.;:])\s+(?=[A-Z(`*\-])", " ".join(p.split())) if s]
 
 
-def citing_benchmarks() -> list[tuple[str, str]]:
-    """(file name, sentence) for every sentence outside benchmarks.md that names it."""
-    return [(path.name, s) for path in DOCS if path != BENCHMARKS for s in sentences(path.read_text())
-            if "benchmarks.md" in s]
+GENERATED = [BENCHMARKS, ROOT / "docs" / "quantization.md"]  # written by `bench` and `bench quality`
+FRACTION = re.compile(r"(?<![\w./])(\d+)/(\d+)(?![\w/])")  # "9/64 kept"
+
+
+def citing(generated: Path) -> list[tuple[str, str]]:
+    """(file name, sentence) for every sentence outside `generated` that names it."""
+    return [(path.name, s) for path in DOCS if path != generated for s in sentences(path.read_text())
+            if generated.name in s]
 
 
 def quoted_from(figure: str, unit: str, table: list[float]) -> bool:
@@ -37,16 +45,27 @@ def quoted_from(figure: str, unit: str, table: list[float]) -> bool:
     return any(round(value / scale, decimals) == float(figure) for value in table)
 
 
-def test_timings_cited_from_benchmarks_md_are_in_it():
-    """A sentence that cites docs/benchmarks.md quotes only its timings: figures from other runs sit in sentences of
-    their own, with their date. Fails when benchmarks.md is regenerated and a quote is left behind."""
-    table = [float(n) for n in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", BENCHMARKS.read_text())]
-    cited = citing_benchmarks()
-    assert len(cited) >= 5, "the sentence splitter no longer finds the citations"
-    stale = [(name, figure, unit, sentence[:160]) for name, sentence in cited
-             for match in TIMING.finditer(sentence) for figure in match.groups()[:2] if figure
-             for unit in [match.group(3)] if not quoted_from(figure, unit, table)]
-    assert not stale, "figures cited from docs/benchmarks.md that it does not hold:\n" + "\n".join(map(str, stale))
+def stale_quotes(generated: Path) -> list[tuple]:
+    """Timings and counts (N/M) in sentences citing `generated` that it does not hold."""
+    text = generated.read_text()
+    table = [float(n) for n in re.findall(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", text)]
+    counts = {m.group(0) for m in FRACTION.finditer(text)}
+    stale = []
+    for name, sentence in citing(generated):
+        for match in TIMING.finditer(sentence):
+            stale += [(name, f"{figure} {match.group(3)}", sentence[:160]) for figure in match.groups()[:2]
+                      if figure and not quoted_from(figure, match.group(3), table)]
+        stale += [(name, m.group(0), sentence[:160]) for m in FRACTION.finditer(sentence) if m.group(0) not in counts]
+    return stale
+
+
+def test_figures_cited_from_generated_docs_are_in_them():
+    """A sentence that cites docs/benchmarks.md or docs/quantization.md quotes only their timings and counts: figures
+    from other runs sit in sentences of their own, with their date. Fails when a generated file is written again
+    and a quote is left behind."""
+    assert len(citing(BENCHMARKS)) >= 5, "the sentence splitter no longer finds the citations"
+    stale = [row for generated in GENERATED for row in stale_quotes(generated)]
+    assert not stale, "figures cited from generated docs that they do not hold:\n" + "\n".join(map(str, stale))
 
 
 def test_the_check_finds_a_stale_quote():
