@@ -112,9 +112,11 @@ def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
     merged = real_run["run"] / "merged"
     captioner = load_captioner(merged)
     want = captioner.caption(images)
-    # words, not an immediate end of sequence, and not one caption whatever the image (24 steps do not make every
-    # image's caption distinct: two images may share one, and which do moves with library versions)
-    assert all(want) and len(set(want)) > 1, want
+    # mostly words, not an immediate end of sequence, and not one caption whatever the image. 24 steps do not make
+    # every caption distinct or every one a word: which images share a caption, or get an empty one, moves with
+    # library versions and with the tiny encoder and generator (the 128-wide encoder and the widened shapes, 2026-12-06:
+    # one of four photographs captioned ""). An empty caption is still compared below, as any other.
+    assert sum(map(bool, want)) > len(want) / 2 and len(set(filter(None, want))) > 1, want
     model = AutoModelForImageTextToText.from_pretrained(merged).eval()
     input_ids = prompt_ids(captioner.processor.tokenizer, len(images), model.config.image_seq_length)
     with torch.no_grad():
