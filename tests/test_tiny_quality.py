@@ -9,6 +9,8 @@ This is the one slow test (marked `slow`; `pytest -m "not slow"` skips it). Its 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +68,13 @@ def test_quickstart_reuses_the_run_and_ends_with_parity(trained_tiny, tmp_path):
     config_file.write_text(json.dumps(old))
     renewed = run_quickstart(tmp_path)
     assert renewed["parity_passed"] and "reduce" in json.loads(config_file.read_text())["pixels"]
+
+
+def test_tiny_parameter_counts_in_training_md_are_what_training_records(trained_tiny):
+    text = " ".join((Path(__file__).resolve().parent.parent / "docs" / "training.md").read_text().split())
+    quoted = re.search(r"projector ([\d,]+), LoRA ([\d,]+), output head ([\d,]+), of ([\d,]+) in all", text)
+    assert quoted, "docs/training.md no longer states the tiny run's parameter counts"
+    run = json.loads((trained_tiny / "train_config.json").read_text())["run_info"]
+    counts = run["trainable_parameters"]
+    recorded = [counts["projector"], counts["lora"], counts["lm_head"], run["total_parameters"]]
+    assert [int(n.replace(",", "")) for n in quoted.groups()] == recorded
