@@ -26,7 +26,7 @@ IMAGE_TYPES = " ".join(IMAGE_SUFFIXES)  # what a folder given to caption, parity
 
 def _default(name: str, key: str | None = None) -> str:
     """A train setting's default as --help states it, read from TrainConfig and the presets (the one home of these
-    values): the default preset's value, then the presets that differ, e.g. "64 (tiny: 32)". `key`: one entry of a
+    values): the default preset's value, then the presets that differ, e.g. "64; tiny: 32". `key`: one entry of a
     dict-valued setting."""
     from dataclasses import MISSING, fields
 
