@@ -273,8 +273,9 @@ def planned(config: TrainConfig, resume: bool = False, overwrite: bool = False,
             machine: devices.Machine | None = None, processes: int | None = None) -> dict:
     """What `train` would do with `config` on this machine, without loading data or models or writing anything
     (`train --print-settings`): {"action": "fresh" | "resume" | "done", "settings": every setting, "plan": device,
-    precision, batch sizes and `processes` (default: this launch's) resolved}. The same refusals as `train` (run folder, settings that differ
-    from a saved run, a device or precision the machine lacks, a missing --report-to package)."""
+    precision, batch sizes and `processes` (default: this launch's) resolved}. The same refusals as `train` (run
+    folder, settings that differ from a saved run, a device or precision the machine lacks, a missing --report-to
+    package)."""
     action = check_output_dir(config, resume, overwrite)
     check_reporters(config.report_to)
     return {"action": action, "settings": config.to_json(), "plan": _device_plan(config, machine, processes).to_json()}

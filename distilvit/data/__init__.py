@@ -44,7 +44,8 @@ HUB_DATASETS = {
     "coco": "Mozilla/coco-gpt4o",
 }
 # the splits' features: images held undecoded, decoded by the splits' transform (decoded_rows) when a row is read
-FEATURES = datasets.Features({"image": datasets.Image(decode=False), "captions": datasets.List(datasets.Value("string"))})
+FEATURES = datasets.Features({"image": datasets.Image(decode=False),
+                              "captions": datasets.List(datasets.Value("string"))})
 SYNTHETIC_SIZE_KEYS = ("train_size", "validation_size", "test_size", "image_size")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # namespace/name; anything else with a separator is a path
 
@@ -67,7 +68,8 @@ def load_caption_splits(
     image, "captions": a list of str} (FEATURES, the image column held undecoded and decoded as rows are read).
 
     `sample` keeps at most that many examples in each of `sample_splits` (a random subset, by `seed`, drawn over
-    the concatenation of all specs; `train --sample` caps the train split only). `synthetic_sizes` holds keyword arguments for `make_synthetic_splits`
+    the concatenation of all specs; `train --sample` caps the train split only). `synthetic_sizes` holds keyword
+    arguments for `make_synthetic_splits`
     (train_size, validation_size, test_size, image_size). `num_proc` processes check the images (once per
     dataset version; None: one per core, up to 8). `cache_dir` holds datasets' arrow files and the prepared-rows cache (default: the
     datasets cache under HF_HOME); `hub_cache` is the Hub cache for dataset ids (default: HF_HOME's hub/).
