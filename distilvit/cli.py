@@ -2,6 +2,10 @@
 
 `COMMANDS` is the table of commands; a test checks the CLI matches it. A `UserError` anywhere ends the command
 with one line on stderr and exit status 2. Heavy imports happen inside the commands so `--help` stays fast.
+This module is longer than the others on purpose: it is the whole command surface in one place, each command's
+options declared with their help beside a body of a few lines that calls one stage (`distilvit.training`,
+`distilvit.export`, `distilvit.verify`, `distilvit.bench`, `distilvit.serve`), so every flag is read in one file.
+It is the one module that imports every stage; none imports it.
 """
 
 from __future__ import annotations
@@ -202,31 +206,17 @@ def train(
     verbose: bool = typer.Option(False, "--verbose", help="Debug logging."),
 ):
     if gpus > 1 and "LOCAL_RANK" not in os.environ and not print_settings:
-        from distilvit.launch import relaunch_with_torchrun
+        from distilvit.training.launch import relaunch_with_torchrun
 
         raise typer.Exit(relaunch_with_torchrun(gpus, sys.argv[1:]))
     _setup_logging(verbose)
     from distilvit.config import run_settings
-    from distilvit.train import train as run_training
+    from distilvit.training.train import train as run_training
 
-    overrides = dict(
-        datasets=_split_values(dataset), sample=sample, encoder_model=encoder_model, decoder_model=decoder_model,
-        num_train_epochs=num_train_epochs, max_steps=max_steps, per_device_train_batch_size=per_device_train_batch_size,
-        gradient_accumulation_steps=gradient_accumulation_steps, lora_r=lora_r, lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout, lora_targets=_split_values(lora_targets), projection_lr=projection_lr,
-        lora_lr=lora_lr, train_lm_head=train_lm_head, head_lr=head_lr, vision_unfreeze_layers=vision_unfreeze_layers,
-        max_length=max_length, caption_vocab=caption_vocab, seed=seed, save_steps=save_steps, num_proc=num_proc,
-        effective_batch_size=effective_batch_size, warmup_ratio=warmup_ratio, optimizer=optimizer,
-        max_grad_norm=max_grad_norm, device=_value(device), precision=_value(precision),
-        gradient_checkpointing=gradient_checkpointing, eval_steps=eval_steps, eval_metric=_value(eval_metric),
-        early_stopping_patience=early_stopping_patience, eval_sample=eval_sample, test_sample=test_sample,
-        dataloader_workers=dataloader_workers, report_to=[_value(r) for r in report_to] if report_to else None,
-    )
-    if synthetic_size is not None:
-        overrides["synthetic_sizes"] = {"train_size": synthetic_size, "validation_size": 200, "test_size": 200}
+    overrides = _train_overrides(locals())
     config = run_settings(output_dir, _value(preset), overrides, overwrite)
     if print_settings:
-        from distilvit.train import planned
+        from distilvit.training.train import planned
 
         typer.echo(json.dumps(planned(config, resume=resume, overwrite=overwrite, processes=gpus), indent=2))
         return
@@ -240,6 +230,29 @@ def train(
     typer.echo(f"merged model: {result.merged_dir}")
 
 
+# train's options that are TrainConfig fields under the same name, given as typed (None: not given)
+TRAIN_FIELDS = ("sample", "encoder_model", "decoder_model", "num_train_epochs", "max_steps",
+                "per_device_train_batch_size", "gradient_accumulation_steps", "lora_r", "lora_alpha", "lora_dropout",
+                "projection_lr", "lora_lr", "train_lm_head", "head_lr", "vision_unfreeze_layers", "max_length",
+                "caption_vocab", "seed", "save_steps", "num_proc", "effective_batch_size", "warmup_ratio",
+                "optimizer", "max_grad_norm", "gradient_checkpointing", "eval_steps", "early_stopping_patience",
+                "eval_sample", "test_sample", "dataloader_workers")
+
+
+def _train_overrides(options: dict) -> dict:
+    """The TrainConfig fields `train`'s options give (None where not given): same-named fields as typed, lists
+    split on commas, choices as their values, --synthetic-size as the synthetic dataset's sizes."""
+    overrides = {name: options[name] for name in TRAIN_FIELDS}
+    overrides.update(datasets=_split_values(options["dataset"]), lora_targets=_split_values(options["lora_targets"]),
+                     device=_value(options["device"]), precision=_value(options["precision"]),
+                     eval_metric=_value(options["eval_metric"]),
+                     report_to=[_value(r) for r in options["report_to"]] if options["report_to"] else None)
+    if options["synthetic_size"] is not None:
+        overrides["synthetic_sizes"] = {"train_size": options["synthetic_size"], "validation_size": 200,
+                                        "test_size": 200}
+    return overrides
+
+
 @app.command(help=COMMANDS["merge"])
 def merge(
     run_dir: Path = typer.Argument(..., help="A training run folder (holds train_config.json)."),
@@ -248,7 +261,7 @@ def merge(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder."),
 ):
     _setup_logging()
-    from distilvit.merge import merge_run
+    from distilvit.modeling.merge import merge_run
 
     typer.echo(f"merged model: {merge_run(run_dir, checkpoint=checkpoint, output=output, overwrite=overwrite)}")
 
@@ -264,8 +277,8 @@ def caption(
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this (decoding takes 4 bytes per pixel; a small file can claim billions)."),
 ):
     _setup_logging()
-    from distilvit.caption import image_paths, load_captioner
-    from distilvit.device import inference_device
+    from distilvit.modeling.caption import image_paths, load_captioner
+    from distilvit.training.device import inference_device
 
     paths = image_paths(images, max_image_pixels)  # every header checked before the model loads
     captioner = load_captioner(model_dir, device=inference_device(_value(device)))
@@ -288,12 +301,12 @@ def evaluate(
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
 ):
     _setup_logging()
-    from distilvit.evaluate import evaluate_model
+    from distilvit.training.evaluate import evaluate_model
 
     result = evaluate_model(model_dir, _split_values(dataset), split, sample, seed, batch_size, output, device=_value(device),
                             num_proc=num_proc)
     typer.echo(json.dumps({"num_images": result["num_images"], **result["metrics"]}, indent=2))
-    from distilvit.curves import CURVES_FILE
+    from distilvit.training.curves import CURVES_FILE
 
     curves = Path(model_dir) / CURVES_FILE
     if curves.is_file():  # a run folder: its training curves (to stderr: stdout stays the JSON)
@@ -341,8 +354,8 @@ def serve(
 
 def serve_exports(exports: list[Path], host: str, port: int, allow_hosts: set[str] | None = None,
                   timeout: float = 30.0) -> None:
-    from distilvit.served_site import build_site, is_loopback
-    from distilvit.server import make_server
+    from distilvit.serve.served_site import build_site, is_loopback
+    from distilvit.serve.server import make_server
 
     site = build_site(exports)
     site.allowed_hosts = set(allow_hosts or ())
@@ -367,7 +380,7 @@ def site(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier site in --output (only once the new one is complete)."),
 ):
     _setup_logging()
-    from distilvit.site import write_site
+    from distilvit.serve.site import write_site
 
     record = write_site(exports, output, overwrite)
     typer.echo(f"site: {output} ({record['bytes'] / 1e6:.1f} MB; models {', '.join(record['versions'])})")
@@ -383,7 +396,7 @@ def upload(
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be uploaded, and the repo's files the export lacks that would be deleted (read from the Hub; unknown offline); change nothing."),
 ):
     _setup_logging()
-    from distilvit.upload import upload as run_upload
+    from distilvit.serve.upload import upload as run_upload
 
     result = run_upload(export_dir, repo_id, private, dry_run)
     for name, size in result["files"]:
@@ -420,11 +433,11 @@ def verify_parity(
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
 ):
     _setup_logging()
-    from distilvit import parity_report
+    from distilvit.verify import report as parity_report
     from distilvit.atomic import check_writable_file
-    from distilvit.parity import Targets
-    from distilvit.parity import verify_parity as run_parity
-    from distilvit.parity_images import collect_images
+    from distilvit.verify.parity import Targets
+    from distilvit.verify.parity import verify_parity as run_parity
+    from distilvit.verify.images import collect_images
 
     if report:
         for path in (report, report.with_suffix(".md")):
@@ -463,9 +476,9 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     _setup_logging()
-    from distilvit import bench_report
+    from distilvit.bench import report as bench_report
     from distilvit.atomic import check_creatable, check_writable_file, write_file
-    from distilvit.bench_runtime import run_bench
+    from distilvit.bench.runtime import run_bench
 
     plot = output.with_suffix(".png")
     for path in (output, output.with_suffix(".json"), plot):  # docs/ need not exist where an installed toolkit runs
@@ -493,7 +506,7 @@ def bench_train(
     output: Optional[Path] = typer.Option(None, help="Write the report as JSON."),
 ):
     _setup_logging()
-    from distilvit.bench_train import MODES, bench_train as run_bench
+    from distilvit.bench.train import MODES, bench_train as run_bench
 
     modes = tuple(_split_values(mode) or MODES)
     unknown = set(modes) - set(MODES)
@@ -523,7 +536,7 @@ def bench_quality(
     output: Path = typer.Option(Path("runs/bench-quality/quantization.md"), help="The Markdown report; the JSON goes beside it (this project's docs/quantization.md is written with --output docs/quantization.md)."),
 ):
     _setup_logging()
-    from distilvit import bench_quality as quality
+    from distilvit.bench import quality
     from distilvit.atomic import check_creatable, check_writable_file, write_file
 
     for path in (output, output.with_suffix(".json")):

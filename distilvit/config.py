@@ -35,7 +35,7 @@ class TrainConfig:
     sample: int | None = None
     num_train_epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int | None = None  # None: chosen per device (distilvit.device)
+    per_device_train_batch_size: int | None = None  # None: chosen per device (distilvit.training.device)
     gradient_accumulation_steps: int | None = None  # None: keeps effective_batch_size
     effective_batch_size: int = 64
     device: str = "auto"  # auto | cuda | mps | cpu
@@ -53,7 +53,7 @@ class TrainConfig:
     vision_unfreeze_layers: int = 0
     vision_lr: float = 1e-5
     max_length: int = 30  # caption tokens, EOS not counted
-    caption_vocab: bool = True  # generate only the tokens of the training captions (distilvit/caption_vocab.py)
+    caption_vocab: bool = True  # generate only the tokens of the training captions (distilvit/modeling/caption_vocab.py)
     weight_decay: float = 0.0
     optimizer: str = "adamw"  # adamw | sgd (plain SGD, no momentum: its step is lr * gradient, for checks)
     warmup_ratio: float = 0.05

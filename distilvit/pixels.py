@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from distilvit.data.images import pillow_limits
+from distilvit.image_files import pillow_limits
 from distilvit.errors import UserError
 from distilvit.limits import DEFAULT_MAX_PIXELS
 

@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 def run_quickstart(workdir: Path) -> dict:
     """Run (or reuse) every stage under `workdir`; return where each output is and the headline figures."""
     from distilvit.export.exporter import export_model
-    from distilvit.parity import verify_parity
-    from distilvit.parity_images import collect_images
-    from distilvit.parity_report import table, write
+    from distilvit.verify.parity import verify_parity
+    from distilvit.verify.images import collect_images
+    from distilvit.verify.report import table, write
     from distilvit.pixels import rule_is_current
-    from distilvit.train import train
+    from distilvit.training.train import train
 
     workdir = Path(workdir)
     run_dir, export_dir = workdir / "runs" / "tiny", workdir / "exports" / "tiny"

@@ -78,7 +78,7 @@ def _raw(image) -> np.ndarray:
 
 
 def _folder_images(folder: Path) -> AgreementImages:
-    from distilvit.data.images import images_in
+    from distilvit.image_files import images_in
     from distilvit.pixels import check_image
 
     paths = images_in(folder, f"--agreement-images {folder}")
@@ -118,7 +118,7 @@ def _validation_images(run: Path, count: int) -> AgreementImages:
 
 
 def _synthetic_shapes(count: int) -> AgreementImages:
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.data.synthetic import make_synthetic_splits
 
     rows = make_synthetic_splits(seed=0, train_size=0, validation_size=0, test_size=count)["test"]
     return AgreementImages(f"{count} synthetic shapes", [lambda i=i: _raw(rows[i]["image"]) for i in range(count)])

@@ -12,7 +12,7 @@ from pathlib import Path
 from distilvit.export import constants as C
 from distilvit.export.constants import configured_dtype
 from distilvit.limits import MIN_DEFAULT_AGREEMENT
-from distilvit.prompt import JS_CALL, JS_PROMPT
+from distilvit.modeling.prompt import JS_CALL, JS_PROMPT
 
 
 # What a model's training data means to someone choosing an image for it (the demo shows it, the card says it).

@@ -23,9 +23,9 @@ from pathlib import Path
 import onnx
 from transformers import LlavaForConditionalGeneration
 
-from distilvit import caption_vocab
+from distilvit.modeling import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
-from distilvit.caption import load_model_files, resolve_model_dir
+from distilvit.modeling.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export import constants as C
@@ -115,15 +115,11 @@ def load_model(path: Path) -> LlavaForConditionalGeneration:
     if not (path / "tokenizer.json").is_file() or not (path / "processor_config.json").is_file():
         raise UserError(f"{path} lacks tokenizer.json or processor_config.json; re-save it with `distilvit-web merge`")
     model = load_model_files(path).eval()
-    vocab = caption_vocab.of(model.config)
-    if vocab:
-        gen = model.generation_config
-        try:
-            caption_vocab.check(vocab, model.config.text_config.vocab_size,
-                                {"BOS": gen.bos_token_id, "EOS": gen.eos_token_id})
-        except ValueError as err:
-            raise UserError(f"{path}/config.json: {err}. Train again, or delete caption_vocab from config.json to "
-                            "export the full vocabulary") from None
+    try:
+        caption_vocab.check_model(model)
+    except ValueError as err:
+        raise UserError(f"{path}/config.json: {err}. Train again, or delete caption_vocab from config.json to "
+                        "export the full vocabulary") from None
     return model
 
 

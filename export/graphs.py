@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import LlavaForConditionalGeneration
 
-from distilvit import caption_vocab
+from distilvit.modeling import caption_vocab
 from distilvit.export.llama_stack import ExportLlama
 
 
@@ -71,7 +71,7 @@ class _CachedDecoder(nn.Module):
         vocab = caption_vocab.of(model.config)
         self.restricted = vocab is not None
         if self.restricted:
-            # The caption vocabulary (distilvit/caption_vocab.py): the head's matrix holds its V' ids plus one zero
+            # The caption vocabulary (distilvit/modeling/caption_vocab.py): the head's matrix holds its V' ids plus one zero
             # column [D, V' + 1]; `index` maps every id to its column (V' for the others), so the logits are the
             # V' + 1 products gathered back to [.., V] with the last slot fixed at MASKED_LOGIT by `slot_bias`.
             # Ids outside the vocabulary, which generation never picks, embed as zeros in a tied decoder.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import LlavaConfig
 
-from distilvit import caption_vocab
+from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
 from distilvit.export.constants import BROWSER_PREFERENCE
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from distilvit.export import constants as C
-from distilvit.prompt import prefix_ids
+from distilvit.modeling.prompt import prefix_ids
 
 
 @dataclass

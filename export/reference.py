@@ -5,7 +5,7 @@ Nothing of the export's own rewrite (export/graphs.py, export/llama_stack.py) is
 - image features: `model.model.get_image_features` with the config's feature layer and selection strategy;
 - token embeddings: the model's input embedding;
 - decoders: the model's own forward on `inputs_embeds` with a `DynamicCache` filled from the flat past tensors,
-  `logits_to_keep=1`, with ids outside the model's caption vocabulary masked (distilvit/caption_vocab.py); the
+  `logits_to_keep=1`, with ids outside the model's caption vocabulary masked (distilvit/modeling/caption_vocab.py); the
   presents are that cache's keys and values after the call. For the pipeline decoder the
   image prefix is prepended to the embeddings when the past is empty and positions start at the past length, the
   contract of `PrefixDecoder`.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, LlavaForConditionalGeneration
 
-from distilvit import caption_vocab
+from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
 
 

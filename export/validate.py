@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from distilvit import caption_vocab
+from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
 from distilvit.export.graphs import empty_past
 from distilvit.export.onnx_export import GraphSpec

@@ -216,7 +216,7 @@ def to_weight_int8_b128(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 # Candidate recipes for 8-bit weights, measured against each other on a real decoder by `distilvit-web bench
-# quality` (distilvit/bench_quality.py, docs/quantization.md).
+# quality` (distilvit/bench/quality.py, docs/quantization.md).
 RECIPES = {
     "dynamic-int8": to_dynamic_int8,
     "dynamic-int8-per-channel": to_dynamic_int8_per_channel,

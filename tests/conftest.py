@@ -23,7 +23,7 @@ CAPTIONS = ["a red circle", "a blue square left of a green triangle", "a yellow 
 @pytest.fixture(scope="session")
 def tiny_bases(tmp_path_factory) -> tuple[str, str]:
     """(encoder folder, decoder folder) of the tiny preset, built once per session."""
-    from distilvit.tiny import build_tiny_models
+    from distilvit.modeling.tiny import build_tiny_models
 
     enc, dec = build_tiny_models(tmp_path_factory.mktemp("tiny-bases"), CAPTIONS, seed=0)
     return str(enc), str(dec)
@@ -42,7 +42,7 @@ def short_config(output_dir: Path, **overrides):
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory) -> Path:
     """A finished 6-step tiny run (merged/ written), shared by read-only tests."""
-    from distilvit.train import train
+    from distilvit.training.train import train
 
     out = tmp_path_factory.mktemp("runs") / "short"
     train(short_config(out))
@@ -104,7 +104,7 @@ def trained_tiny(tmp_path_factory) -> Path:
     from filelock import FileLock
 
     from distilvit.config import TrainConfig
-    from distilvit.train import train
+    from distilvit.training.train import train
 
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):

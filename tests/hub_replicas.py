@@ -4,7 +4,7 @@ cache (`$HF_HOME/hub/<type>s--<org>--<name>/{blobs,refs/main,snapshots/<rev>}`) 
 
 - google/siglip-base-patch16-224 and HuggingFaceTB/SmolLM-135M: the real config files byte for byte, random weights
   of the real size and dtype (SiglipModel float32 with both towers; SmolLM bfloat16, tied head stored once), the
-  SmolLM stand-in tokenizer (distilvit.realsize). SigLIP's own tokenizer files are left out: nothing reads them.
+  SmolLM stand-in tokenizer (distilvit.modeling.realsize). SigLIP's own tokenizer files are left out: nothing reads them.
 - Mozilla/flickr30k-transformed-captions-gpt4o: README.md with the real dataset_info/configs YAML (plus the
   `objects` column, INFERRED from the 2024-07-31 re-upload) and three parquet shards data/test-0000k-of-00003.parquet,
   one split `test`, columns image (JPEG bytes) / alt_text (str) / sentids / split (Karpathy) / img_id / filename /
@@ -139,7 +139,7 @@ def cache_repo(hf_home: Path, repo_type: str, repo_id: str, source: Path) -> Pat
 
 def write_model_repos(hf_home: Path, seed: int = 0) -> None:
     """google/siglip-base-patch16-224 and HuggingFaceTB/SmolLM-135M, as the preset reads them."""
-    from distilvit.realsize import DECODER_ID, ENCODER_ID, write_decoder_repo, write_encoder_repo
+    from distilvit.modeling.realsize import DECODER_ID, ENCODER_ID, write_decoder_repo, write_encoder_repo
 
     with tempfile.TemporaryDirectory(dir=hf_home) as tmp:
         cache_repo(hf_home, "model", ENCODER_ID, write_encoder_repo(Path(tmp) / "encoder", seed))

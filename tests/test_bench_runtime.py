@@ -13,12 +13,14 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-from distilvit import bench_report
-from distilvit.bench_runtime import (PeakMemory, bench_onnxruntime, bench_pytorch, interleaved_chromium, measure_floor,
-                                     median_run, model_flops, needs_export, stage_floors)
+from distilvit.bench import report as bench_report
+from distilvit.bench.floor import measure_floor, model_flops, stage_floors
+from distilvit.bench.runners import bench_onnxruntime, bench_pytorch, median_run
+from distilvit.bench.variants import interleaved_chromium, needs_export
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest
 from distilvit.pixels import PixelPreparer
+from distilvit.runtimes.memory import PeakMemory
 
 
 def test_floor_is_measured():
@@ -110,8 +112,8 @@ def test_exports_are_timed_in_turns_and_each_median_round_kept():
 
 
 def test_fewer_tokens_shape_has_64_image_tokens():
-    from distilvit.model import num_image_tokens
-    from distilvit.realsize import FEWER_TOKENS, siglip_config
+    from distilvit.modeling.model import num_image_tokens
+    from distilvit.modeling.realsize import FEWER_TOKENS, siglip_config
 
     assert num_image_tokens(siglip_config().vision_config) == 196
     vision = siglip_config(FEWER_TOKENS).vision_config

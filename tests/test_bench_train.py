@@ -7,9 +7,9 @@ import json
 
 from typer.testing import CliRunner
 
-from distilvit.bench_train import realsize_captioner
+from distilvit.bench.train import realsize_captioner
 from distilvit.cli import app
-from distilvit.realsize import text_config
+from distilvit.modeling.realsize import text_config
 
 
 def test_realsize_architecture_has_the_real_shapes():

@@ -66,8 +66,8 @@ def server(tiny_export):
 def test_page_captions_like_pytorch_and_stays_local(server, trained_tiny, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    from distilvit.caption import load_captioner
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.modeling.caption import load_captioner
+    from distilvit.data.synthetic import make_synthetic_splits
 
     image = make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=3)["test"][2]["image"]
     path = tmp_path / "test-image.png"
@@ -117,7 +117,7 @@ def test_the_page_captions_a_phone_photo_as_pytorch_does_and_refuses_one_over_th
     transformers.js sees it); an image over the pixel limit (60 MP) is one clear message, not a stalled tab."""
     from playwright.sync_api import sync_playwright
 
-    from distilvit.caption import load_captioner, open_image
+    from distilvit.modeling.caption import load_captioner, open_image
     from photos import missing_profiles, write_phone_photo
 
     phone = write_phone_photo(tmp_path, orientation=6, profile=None if missing_profiles() else "display-p3")
@@ -146,8 +146,8 @@ def test_switching_device_starts_a_worker_on_that_devices_build(server, tmp_path
     device. WebGPU here is Chromium's software adapter (correctness, not speed)."""
     from playwright.sync_api import sync_playwright
 
-    from distilvit.browser_runtime import WEBGPU_FLAGS
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.runtimes.browser import WEBGPU_FLAGS
+    from distilvit.data.synthetic import make_synthetic_splits
 
     path = tmp_path / "test-image.png"
     make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].save(path)
@@ -248,7 +248,7 @@ def test_verify_parity_in_chromium_on_real_photographs(tiny_export, trained_tiny
     bound the Node and onnxruntime tests use on the images the tiny model was trained for (synthetic shapes: on
     photographs it babbles "circle circle ...", where quantization flips tokens freely); a dtype that is wrong on
     WebGPU fails there, named by its row."""
-    from distilvit.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
+    from distilvit.verify.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
 
     from photos import all_photographs
 
@@ -271,7 +271,7 @@ def test_verify_parity_in_chromium_on_real_photographs(tiny_export, trained_tiny
     assert checks["pixels"]["missed"] == sorted(different) and report["passed"] == (not different), checks
     assert all(e["runtime"] == runtime for e in report["results"])
 
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.data.synthetic import make_synthetic_splits
 
     shapes = []  # WebGPU's software adapter takes seconds per caption: fewer there
     count = 4 if runtime == "chromium-webgpu" else 8
@@ -289,8 +289,8 @@ def test_bench_times_captions_in_chromium(tiny_export, tmp_path):
     """The Chromium rows of `distilvit-web bench`: stock transformers.js on WebAssembly, 1 thread and every core."""
     import os
 
-    from distilvit.bench_runtime import bench_chromium
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.bench.runners import bench_chromium
+    from distilvit.data.synthetic import make_synthetic_splits
 
     image = tmp_path / "bench.png"
     make_synthetic_splits(seed=0, train_size=1, validation_size=1, test_size=1)["test"][0]["image"].save(image)
@@ -305,7 +305,7 @@ def test_bench_times_photo_sizes_in_chromium(tiny_export, tmp_path):
     orientation 6), decoded as the demo does, each with its caption time and the page's peak memory."""
     from PIL import Image as PILImage
 
-    from distilvit.bench_runtime import PHOTO_SIZES, bench_photo_sizes, write_photos
+    from distilvit.bench.runners import PHOTO_SIZES, bench_photo_sizes, write_photos
 
     photos = write_photos(tmp_path / "files")
     for name, width, height, orientation in PHOTO_SIZES:

@@ -1,4 +1,4 @@
-"""The caption vocabulary (distilvit/caption_vocab.py): train records it, the merged model carries it, and PyTorch,
+"""The caption vocabulary (distilvit/modeling/caption_vocab.py): train records it, the merged model carries it, and PyTorch,
 the exported graphs in onnxruntime and stock transformers.js all choose among exactly those ids.
 
 The restriction is made to bite: a 6-step tiny run, whose merged config is given a vocabulary without the ids its
@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from distilvit import caption_vocab
-from distilvit.caption import load_captioner
+from distilvit.modeling import caption_vocab
+from distilvit.modeling.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export.exporter import export_model
 from distilvit.export.ort_generate import OrtCaptioner
 from distilvit.pixels import decode_rgba, raw_tensor
-from distilvit.synthetic import make_synthetic_splits
+from distilvit.data.synthetic import make_synthetic_splits
 
 
 def _images(count: int):
@@ -44,7 +44,7 @@ def test_train_records_the_training_captions_tokens_and_the_merged_model_carries
 
 def test_full_vocab_run_has_none(tmp_path):
     from conftest import short_config
-    from distilvit.train import train
+    from distilvit.training.train import train
 
     out = tmp_path / "full"
     train(short_config(out, max_steps=1, eval_steps=0, caption_vocab=False))
@@ -87,7 +87,7 @@ def test_stock_transformers_generate_chooses_among_the_same_ids(restricted):
     it generates the unrestricted captions (the check can fail)."""
     from transformers import AutoModelForImageTextToText
 
-    from distilvit.prompt import prompt_ids
+    from distilvit.modeling.prompt import prompt_ids
 
     merged, ids, free, images = restricted
     captioner = load_captioner(merged)
@@ -117,7 +117,7 @@ def test_pytorch_generates_only_caption_vocab_ids(restricted):
 @pytest.mark.parametrize("layout", ["pipeline", "llava"])
 def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transformers_js(restricted, short_run,
                                                                                        tmp_path, layout):
-    from distilvit.parity import verify_parity
+    from distilvit.verify.parity import verify_parity
 
     merged, ids, _, images = restricted
     export = tmp_path / "restricted"
@@ -140,7 +140,7 @@ def test_exported_graphs_choose_among_the_same_ids_in_onnxruntime_and_transforme
 
     # the graph's first-step logits against the stock model's unmasked ones: equal on the kept ids, exactly
     # MASKED_LOGIT on all others
-    from distilvit.prompt import prompt_ids
+    from distilvit.modeling.prompt import prompt_ids
 
     captioner = load_captioner(merged)
     with torch.no_grad():
@@ -161,10 +161,22 @@ def test_index_map_and_mask():
     logits = torch.arange(7, dtype=torch.float32)[None]
     assert caption_vocab.mask_logits(logits, ids).tolist() == [[0, -1e4, -1e4, 3, -1e4, 5, -1e4]]
     assert caption_vocab.mask_logits(logits, None) is logits
-    with pytest.raises(ValueError, match="lacks EOS"):
-        caption_vocab.check([1, 2], 7, {"EOS": 0})
+    from transformers import GenerationConfig
+
+    gen = GenerationConfig(bos_token_id=1, eos_token_id=0)
+    with pytest.raises(ValueError, match=r"lacks EOS \(0\)"):
+        caption_vocab.check([1, 2], 7, gen)
+    with pytest.raises(ValueError, match=r"lacks BOS \(1\)"):
+        caption_vocab.check([0, 2], 7, gen)
     with pytest.raises(ValueError, match="sorted unique"):
-        caption_vocab.check([2, 1], 7, {})
+        caption_vocab.check([2, 1], 7, gen)
+    with pytest.raises(ValueError, match="sorted unique"):
+        caption_vocab.check([0, 1, 7], 7, gen)
+    caption_vocab.check([0, 1, 2], 7, gen)
+    # a list-valued EOS (Llama 3 and several chat models): one of the ids it stops at is enough
+    caption_vocab.check([1, 2, 5], 7, GenerationConfig(bos_token_id=1, eos_token_id=[5, 6]))
+    with pytest.raises(ValueError, match=r"lacks EOS \(\[5, 6\]\)"):
+        caption_vocab.check([1, 2], 7, GenerationConfig(bos_token_id=1, eos_token_id=[5, 6]))
 
 
 def test_export_refuses_a_vocabulary_without_eos(short_run, tmp_path):
@@ -177,6 +189,22 @@ def test_export_refuses_a_vocabulary_without_eos(short_run, tmp_path):
     with pytest.raises(UserError, match=r"config.json: caption_vocab lacks EOS.*delete caption_vocab"):
         export_model(merged, tmp_path / "out", agreement_images=0)
     assert not (tmp_path / "out").exists()
+    # the same rule in every stage that reads a caption vocabulary: captioning with the model ...
+    from distilvit.modeling.caption import load_captioner
+
+    with pytest.raises(UserError, match=r"config.json: caption_vocab lacks EOS"):
+        load_captioner(merged)
+    # ... and merging a run whose caption_vocab.json lacks it
+    from distilvit.modeling.merge import merge_run
+
+    run = tmp_path / "run"
+    shutil.copytree(short_run, run, ignore=shutil.ignore_patterns("merged"))
+    saved = json.loads((run / caption_vocab.FILE).read_text())
+    saved["token_ids"] = [i for i in saved["token_ids"] if i != eos]
+    (run / caption_vocab.FILE).write_text(json.dumps(saved))
+    with pytest.raises(UserError, match=r"caption_vocab.json: caption_vocab lacks EOS"):
+        merge_run(run)
+    assert not (run / "merged").exists()
 
 
 
@@ -198,7 +226,7 @@ def test_merge_refuses_a_truncated_vocabulary_file_and_writes_nothing(short_run,
 
 
 def test_merge_refuses_ids_outside_the_decoders_vocabulary(short_run, tmp_path):
-    from distilvit.merge import merge_run
+    from distilvit.modeling.merge import merge_run
 
     run = tmp_path / "run"
     shutil.copytree(short_run, run, ignore=shutil.ignore_patterns("merged"))

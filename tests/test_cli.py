@@ -135,7 +135,7 @@ def test_corrupt_image_to_caption(tmp_path, short_run):
 def test_caption_of_folders_is_the_caption_of_their_files(tmp_path, short_run):
     """A folder is its image files in name order (other files and subfolders left alone), decoded a batch at a time;
     the printed captions are those of the files named one by one, and of the PIL images in Python."""
-    from distilvit.caption import load_captioner, open_image
+    from distilvit.modeling.caption import load_captioner, open_image
     from photos import write_variants
 
     variants = write_variants(tmp_path / "all")

@@ -1,4 +1,4 @@
-"""Tests for distilvit.synthetic and distilvit.data: no network, tiny folders under tmp_path. The Hub datasets' real
+"""Tests for distilvit.data.synthetic and distilvit.data: no network, tiny folders under tmp_path. The Hub datasets' real
 layouts are tested on replicas in tests/test_hub_replicas.py."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from PIL import Image, PngImagePlugin
 
 from distilvit.data import FEATURES, load_caption_splits
 from distilvit.errors import UserError
-from distilvit.synthetic import COLOURS, HUES, SHAPES, make_synthetic_splits, plan_scene, render
+from distilvit.data.synthetic import COLOURS, HUES, SHAPES, make_synthetic_splits, plan_scene, render
 
 _COLOUR = "(" + "|".join(COLOURS) + ")"
 _SHAPE = "(" + "|".join(SHAPES) + ")"
@@ -304,7 +304,7 @@ def limits():
     return [PngImagePlugin.MAX_TEXT_CHUNK, Image.MAX_IMAGE_PIXELS]
 
 before = limits()
-import distilvit.cli, distilvit.train, distilvit.data.prepare, distilvit.pixels  # every module training imports
+import distilvit.cli, distilvit.training.train, distilvit.data.prepare, distilvit.pixels  # every module training imports
 imported = limits()
 from distilvit.data import load_caption_splits
 from distilvit.pixels import decode_rgba

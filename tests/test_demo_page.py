@@ -62,7 +62,7 @@ def short_server(short_q8_export):
 def test_the_pages_state_through_captions_a_device_switch_and_a_failed_load(short_server):
     from playwright.sync_api import sync_playwright
 
-    from distilvit.browser_runtime import WEBGPU_FLAGS
+    from distilvit.runtimes.browser import WEBGPU_FLAGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[f for f in FLAGS if f != "--disable-gpu"] + WEBGPU_FLAGS)

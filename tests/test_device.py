@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from distilvit import device
-from distilvit.device import Machine, ddp_backend, plan
+from distilvit.training import device
+from distilvit.training.device import Machine, ddp_backend, plan
 from distilvit.errors import UserError
-from distilvit.launch import launch_env, strip_gpus, torchrun_command
+from distilvit.training.launch import launch_env, strip_gpus, torchrun_command
 
 LINUX_2x4090 = Machine(cuda_devices=2, cuda_bf16=True, mps=False, system="Linux", cuda_name="NVIDIA GeForce RTX 4090")
 WINDOWS_2x4090 = Machine(cuda_devices=2, cuda_bf16=True, mps=False, system="Windows", cuda_name="NVIDIA GeForce RTX 4090")
@@ -86,7 +86,7 @@ def test_one_process_on_two_gpus_trains_on_one_and_records_it(tmp_path):
     """Without --gpus/torchrun a 2-GPU machine must not become nn.DataParallel (twice the recorded batch)."""
     from transformers import TrainingArguments
 
-    from distilvit.train import one_gpu_per_process
+    from distilvit.training.trainer import one_gpu_per_process
 
     p = plan(LINUX_2x4090)
     assert (p.world_size, p.visible_gpus, p.idle_gpus) == (1, 2, 1)

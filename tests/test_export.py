@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distilvit.caption import load_captioner
+from distilvit.modeling.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest, parse_quantize
 from distilvit.export.ort_generate import OrtCaptioner
-from distilvit.synthetic import make_synthetic_splits
+from distilvit.data.synthetic import make_synthetic_splits
 
 ALL_DTYPES = ["fp32", "fp16", "q8", "int8", "uint8", "q4", "q4f16", "bnb4"]
 # Minimum greedy-caption agreement with PyTorch on 16 held-out images of the trained tiny model. Measured
@@ -157,7 +157,7 @@ def test_onnxruntime_greedy_captions_against_pytorch(exports, pytorch_tokens, te
 @pytest.mark.parametrize("layout", ["pipeline", "llava"])
 @pytest.mark.parametrize("dtype", ["fp32", "q8"])
 def test_transformers_js_captions_equal_pytorch(exports, trained_tiny, test_images, tmp_path, layout, dtype):
-    from distilvit import node_runtime
+    from distilvit.runtimes import node as node_runtime
 
     paths = []
     for i, image in enumerate(test_images):
@@ -176,12 +176,12 @@ def test_transformers_js_captions_equal_pytorch(exports, trained_tiny, test_imag
 
 
 def test_missing_node_is_a_clear_error(monkeypatch, tmp_path):
-    from distilvit import node_runtime
+    from distilvit import transformers_js
 
     monkeypatch.setenv("DISTILVIT_WEB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(node_runtime.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(transformers_js.shutil, "which", lambda tool: None)
     with pytest.raises(UserError, match="`npm` was not found.*Node.js"):
-        node_runtime.ensure_installed()
+        transformers_js.ensure_installed()
 
 
 # --- validation is against the stock model; the files named are the files written ----------------------------
@@ -216,7 +216,7 @@ def _card_dtypes(card: str) -> list[str]:
 ], ids=["fp32-only", "q4-only", "q4-and-q8", "mixed"])
 def test_default_dtype_card_and_demo_name_files_that_exist(short_run, tmp_path, quantize, expected):
     from distilvit.export.constants import configured_dtype
-    from distilvit.served_site import build_site
+    from distilvit.serve.served_site import build_site
 
     out = tmp_path / "export"
     export_model(short_run, out, quantize=quantize, agreement_images=0, slim=False)  # slimming is tested above
@@ -261,7 +261,7 @@ def test_external_data_survives_slimming_and_every_dtype(short_run, tmp_path, mo
     onnxruntime and transformers.js (Node) load them and caption as PyTorch does."""
     import onnx
 
-    from distilvit import node_runtime
+    from distilvit.runtimes import node as node_runtime
     from distilvit.export.onnx_export import EXTERNAL_DATA_ENV
 
     monkeypatch.setenv(EXTERNAL_DATA_ENV, "1024")

@@ -18,7 +18,7 @@ import pytest
 import hub_replicas
 from distilvit.data import load_caption_splits
 from distilvit.errors import UserError
-from distilvit.realsize import CONFIG_ROOT, build_tokenizer
+from distilvit.modeling.realsize import CONFIG_ROOT, build_tokenizer
 
 FLICKR = "Mozilla/flickr30k-transformed-captions-gpt4o"
 COCO = "Mozilla/coco-gpt4o"
@@ -176,7 +176,7 @@ def test_default_train_command_runs_offline_on_the_replicas(hf_home, tmp_path, d
     photo.write_bytes(hub_replicas.photo_tiles(1, 5, "JPEG")[0])
     captioned = run_cli(["caption", str(run / "merged"), str(photo)], env)
     assert captioned.returncode == 0, captioned.stderr[-3000:]
-    from distilvit.caption import load_captioner, open_image
+    from distilvit.modeling.caption import load_captioner, open_image
 
     expected = load_captioner(run / "merged").caption([open_image(photo)])[0]
     assert captioned.stdout.strip().split("\t", 1) == [str(photo), expected] or (
@@ -191,7 +191,7 @@ def test_fast_preset_builds_a_64_token_captioner_from_the_cache(hf_home):
     hub_replicas.write_siglip2_b32_repo(hf_home)
     script = ("import json\n"
               "from distilvit.config import TrainConfig\n"
-              "from distilvit.model import build_captioner\n"
+              "from distilvit.modeling.model import build_captioner\n"
               "from distilvit.pixels import PixelPreparer\n"
               "cfg = TrainConfig.from_preset('smollm-135m-fast', 'unused')\n"
               "model, processor = build_captioner(cfg.encoder_model, cfg.decoder_model)\n"

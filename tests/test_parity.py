@@ -100,7 +100,7 @@ def test_real_photographs_same_pixels_and_captions_in_node(parity_exports, train
     decoding (sharp) feeds the graph the pixels Python does (within the target; the graph block-reduces the 12 MP
     photo itself), and fp32 captions equal PyTorch's end to end, except the named upstream cases, on which the
     report fails and says why."""
-    from distilvit.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
+    from distilvit.verify.parity import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE, verify_parity
     from photos import all_photographs
 
     photos = all_photographs(tmp_path / "photos")

@@ -1,4 +1,4 @@
-"""The bench's peer (ViT + GPT-2, distilvit/peer.py) on tiny shapes: its graphs against transformers' own forward,
+"""The bench's peer (ViT + GPT-2, distilvit/bench/peer.py) on tiny shapes: its graphs against transformers' own forward,
 the files transformers.js loads, and stock transformers.js timing a caption with it in Node."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import GPT2Config, ViTConfig
 
-from distilvit import peer
+from distilvit.bench import peer
 from distilvit.export import constants as C
 
 
@@ -69,7 +69,7 @@ def test_layout_is_what_transformers_js_loads(peer_export):
 
 
 def test_stock_transformers_js_captions_with_it(peer_export, tmp_path):
-    from distilvit.bench_runtime import bench_transformers_js
+    from distilvit.bench.runners import bench_transformers_js
 
     _, export_dir = peer_export
     image = tmp_path / "image.png"

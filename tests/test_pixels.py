@@ -143,8 +143,8 @@ def test_training_batches_and_captioning_share_the_path(variants, tmp_path, shor
     """What the training collator feeds the model for a dataset's images (PIL images as `datasets` opens them, colour
     profile in their info) equals what `caption` feeds it for the same files (opened by path): two code paths, one
     rule, colour profile included."""
-    from distilvit.caption import load_captioner, open_image
-    from distilvit.collate import CaptionCollator
+    from distilvit.modeling.caption import load_captioner, open_image
+    from distilvit.training.collate import CaptionCollator
 
     captioner = load_captioner(short_run)
     config = captioner.model.config

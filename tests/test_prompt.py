@@ -1,4 +1,4 @@
-"""The prompt contract (distilvit/prompt.py) is the one every client uses. The JavaScript files, the demo, the
+"""The prompt contract (distilvit/modeling/prompt.py) is the one every client uses. The JavaScript files, the demo, the
 model card and the README example cannot import it, so they are checked against its constants here; the
 BOS-adding tokenizer's end-to-end case is in tests/test_llama_family.py."""
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from distilvit.export.card import _js_snippet
-from distilvit.prompt import IMAGE_TOKEN, JS_OPTIONS, JS_PROMPT, PYTHON_CALL, prefix_ids, training_row
+from distilvit.modeling.prompt import IMAGE_TOKEN, JS_OPTIONS, JS_PROMPT, PYTHON_CALL, prefix_ids, training_row
 
 ROOT = Path(__file__).resolve().parents[1]
-JS_CLIENTS = ["distilvit/js/caption.mjs", "distilvit/js/parity.mjs", "web-demo/worker.js"]
+JS_CLIENTS = ["distilvit/runtimes/js/caption.mjs", "distilvit/runtimes/js/parity.mjs", "web-demo/worker.js"]
 
 
 def _processor_calls(text: str) -> list[str]:

@@ -37,8 +37,9 @@ def test_file_tree_matches_the_repository():
             stack.append((indent, path))
     for path in listed:
         assert (ROOT / path).exists(), f"README lists {path}, which does not exist"
-    for package in ("distilvit", "distilvit/data", "distilvit/js", "export", "quantize", "tests", "docs", "web-demo"):
+    stages = [f"distilvit/{d.name}" for d in sorted((ROOT / "distilvit").iterdir()) if (d / "__init__.py").is_file()]
+    for package in ("distilvit", *stages, "distilvit/runtimes/js", "export", "quantize", "tests", "docs", "web-demo"):
         for f in sorted((ROOT / package).glob("*.*")):
-            code = {".py", ".md", ".js", ".mjs", ".html"} | ({".json"} if package == "distilvit/js" else set())
+            code = {".py", ".md", ".js", ".mjs", ".html"} | ({".json"} if package == "distilvit/runtimes/js" else set())
             if f.suffix in code and f.name != "__init__.py":
                 assert f"{package}/{f.name}" in listed, f"{package}/{f.name} is missing from README's file tree"

@@ -37,8 +37,8 @@ def run_cli(args: list, env: dict) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory) -> dict:
     """A run trained from the cached real decoder with a small SigLIP (the tiny encoder), and its fp32 export."""
-    from distilvit.synthetic import draw_scene
-    from distilvit.tiny import build_tiny_models
+    from distilvit.data.synthetic import draw_scene
+    from distilvit.modeling.tiny import build_tiny_models
 
     root = tmp_path_factory.mktemp("real-weights")
     hf_home = root / "hf-home"
@@ -67,7 +67,7 @@ def real_run(tmp_path_factory) -> dict:
 
 
 def _images(folder: Path) -> list[Image.Image]:
-    from distilvit.caption import open_image
+    from distilvit.modeling.caption import open_image
 
     return [open_image(p) for p in sorted(folder.iterdir())]
 
@@ -75,8 +75,8 @@ def _images(folder: Path) -> list[Image.Image]:
 def test_the_real_decoders_chat_specials_need_nothing_special(real_run):
     """SmolLM2's tokenizer adds no BOS and its BOS/EOS are chat tokens (pad = EOS): the merged model's prompt still
     ends in that BOS and generation stops at that EOS."""
-    from distilvit.caption import load_captioner
-    from distilvit.prompt import prompt_ids
+    from distilvit.modeling.caption import load_captioner
+    from distilvit.modeling.prompt import prompt_ids
 
     captioner = load_captioner(real_run["run"])
     tokenizer = captioner.processor.tokenizer
@@ -91,7 +91,7 @@ def test_the_real_decoders_chat_specials_need_nothing_special(real_run):
 def test_a_closed_caption_vocabulary_is_named_at_training(real_run):
     """The synthetic shapes' captions use a handful of SmolLM2's 49,152 tokens: train says the model can only say
     those words (the tiny preset's word-level decoder, built from its captions, gets no such warning)."""
-    from distilvit import caption_vocab
+    from distilvit.modeling import caption_vocab
 
     tokens = len(caption_vocab.load(real_run["run"]))
     assert tokens < 40
@@ -105,8 +105,8 @@ def test_pytorch_and_stock_transformers_generate_the_same_captions(real_run):
     the same text; the captions are words, not an immediate end of sequence (else the parity below means little)."""
     from transformers import AutoModelForImageTextToText
 
-    from distilvit.caption import load_captioner
-    from distilvit.prompt import prompt_ids
+    from distilvit.modeling.caption import load_captioner
+    from distilvit.modeling.prompt import prompt_ids
 
     images = _images(real_run["images"])
     merged = real_run["run"] / "merged"

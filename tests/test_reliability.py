@@ -293,22 +293,22 @@ def test_commands_started_at_once_take_turns_on_the_transformers_js_folder(tmp_p
     waits for it instead of installing into the same folder or reading a half-copied script."""
     import threading
 
-    from distilvit import node_runtime
+    from distilvit import transformers_js
 
     monkeypatch.setenv("DISTILVIT_WEB_CACHE", str(tmp_path / "cache"))
-    folder = node_runtime.cache_dir()
+    folder = transformers_js.cache_dir()
     marker = folder / "node_modules" / "@huggingface" / "transformers" / "package.json"
     marker.parent.mkdir(parents=True)
     marker.write_text("{}")  # installed: ensure_installed has only the scripts to copy
     done = threading.Event()
-    worker = threading.Thread(target=lambda: (node_runtime.ensure_installed(), done.set()))
-    with node_runtime.lock():
+    worker = threading.Thread(target=lambda: (transformers_js.ensure_installed(), done.set()))
+    with transformers_js.lock():
         worker.start()
         assert not done.wait(1.0), "ensure_installed went ahead while another command held the lock"
         assert not (folder / "caption.mjs").exists()
     worker.join(60)
     assert done.is_set()
-    assert (folder / "caption.mjs").read_bytes() == (node_runtime.JS_DIR / "caption.mjs").read_bytes()
+    assert (folder / "caption.mjs").read_bytes() == (transformers_js.JS_DIR / "caption.mjs").read_bytes()
     assert not list(folder.glob(".*.tmp"))
 
 
@@ -322,7 +322,7 @@ def test_train_overwrite_killed_before_its_first_checkpoint_loses_nothing(short_
 
     from conftest import short_config
 
-    from distilvit.train import train
+    from distilvit.training.train import train
 
     run = tmp_path / "run"
     shutil.copytree(short_run, run)
@@ -330,7 +330,7 @@ def test_train_overwrite_killed_before_its_first_checkpoint_loses_nothing(short_
     script = ("import sys\n"
               f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
               "from conftest import short_config\n"
-              "from distilvit.train import train\n"
+              "from distilvit.training.train import train\n"
               f"train(short_config({str(run)!r}, max_steps=2000, eval_steps=0, save_steps=1000), overwrite=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from distilvit.errors import UserError
-from distilvit.served_site import DEMO_DIR, build_site
-from distilvit.server import make_server
+from distilvit.serve.served_site import DEMO_DIR, build_site
+from distilvit.serve.server import make_server
 
 
 @pytest.fixture
@@ -215,8 +215,8 @@ def test_bad_ports_and_hosts_are_one_line(tmp_path):
 SERVER_SCRIPT = """
 import sys, threading
 from pathlib import Path
-from distilvit.served_site import build_site
-from distilvit.server import make_server
+from distilvit.serve.served_site import build_site
+from distilvit.serve.server import make_server
 root = Path(sys.argv[1])
 server = make_server(build_site([root / "big"], vendor=root / "vendor"), port=0, timeout=float(sys.argv[2]))
 print(server.server_address[1], flush=True)
@@ -226,7 +226,7 @@ server.serve_forever()
 
 @pytest.fixture
 def big_server(tmp_path):
-    """`distilvit.server` in its own process, serving an export with a 200 MB file."""
+    """`distilvit.serve.server` in its own process, serving an export with a 200 MB file."""
     import subprocess
     import sys
 

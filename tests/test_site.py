@@ -35,7 +35,7 @@ def site_folder(short_q8_export, tmp_path_factory) -> Path:
 
 
 def test_the_site_holds_the_page_the_runtime_and_the_models(site_folder, short_q8_export):
-    from distilvit.served_site import VENDOR_FILES, build_site, export_version
+    from distilvit.serve.served_site import VENDOR_FILES, build_site, export_version
 
     index = json.loads((site_folder / "models/index.json").read_text())
     # the same listing `serve` gives for the same export
@@ -52,7 +52,7 @@ def test_the_site_holds_the_page_the_runtime_and_the_models(site_folder, short_q
 
 
 def test_an_existing_folder_is_replaced_only_when_asked_and_only_if_it_is_a_site(site_folder, short_q8_export, tmp_path):
-    from distilvit.site import write_site
+    from distilvit.serve.site import write_site
 
     with pytest.raises(UserError, match="already exists and is not empty; pass --overwrite"):
         write_site([short_q8_export], site_folder)

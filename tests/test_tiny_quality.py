@@ -30,7 +30,7 @@ def test_tiny_model_captions_shapes_another_program_drew(trained_tiny):
     one size range, hard edges) gave 0.383, the fault this guards against (docs/training.md)."""
     from drawn_shapes import drawn_shapes
 
-    from distilvit.caption import load_captioner
+    from distilvit.modeling.caption import load_captioner
 
     items = drawn_shapes(120)
     captions = load_captioner(trained_tiny / "merged").caption([image for image, _ in items])

@@ -11,13 +11,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
 
 from conftest import SMALL_SYNTHETIC, short_config
-from distilvit import lora
-from distilvit.caption import load_captioner
+from distilvit.training import lora
+from distilvit.modeling.caption import load_captioner
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
-from distilvit.merge import build_base, merge_run
-from distilvit.prompt import PROCESSOR_KWARGS, prompt_text
-from distilvit.train import train
+from distilvit.modeling.merge import build_base, merge_run
+from distilvit.modeling.prompt import PROCESSOR_KWARGS, prompt_text
+from distilvit.training.train import train
 
 
 def test_only_projector_lora_and_head_train(tmp_path, tiny_bases):
@@ -75,7 +75,7 @@ def test_run_writes_its_files_and_keeps_the_vision_tower(short_run):
 def test_the_run_draws_its_training_curves(short_run):
     """RUN/training_curves.png holds the run's logged loss and its evaluations (at steps 3 and 6): the picture
     drawn from train_log.json again is the same picture, and it differs from one drawn without the evaluations."""
-    from distilvit.curves import CURVES_FILE, plot_curves, series
+    from distilvit.training.curves import CURVES_FILE, plot_curves, series
 
     log = json.loads((short_run / "train_log.json").read_text())
     assert [step for step, _ in series(log, "eval_exact_match")] == [3, 6] and series(log, "loss")
@@ -110,7 +110,7 @@ def test_console_log_lines_are_numbers_and_report_to_tensorboard_writes_events(t
 def test_report_to_a_missing_integration_names_what_to_install():
     import importlib.util
 
-    from distilvit.train import check_reporters
+    from distilvit.training.train import check_reporters
 
     if importlib.util.find_spec("wandb"):
         pytest.skip("wandb is installed here, so its absence cannot be shown")
@@ -121,7 +121,7 @@ def test_report_to_a_missing_integration_names_what_to_install():
 def test_merged_model_loads_with_plain_transformers_and_matches_caption(short_run, tmp_path):
     from PIL import Image
 
-    from distilvit.synthetic import make_synthetic_splits
+    from distilvit.data.synthetic import make_synthetic_splits
 
     images = [r["image"] for r in make_synthetic_splits(seed=5, train_size=1, validation_size=1, test_size=4)["test"]]
     ours = load_captioner(short_run).caption(images)
@@ -174,7 +174,7 @@ class StopAt(TrainerCallback):
 
 def stop_training_at(monkeypatch, config, step: int) -> None:
     """Train `config` until `step`, then stop it as Ctrl+C would (a KeyboardInterrupt out of the Trainer)."""
-    import distilvit.train as train_module
+    import distilvit.training.train as train_module
 
     original = train_module.CaptionTrainer.__init__
 
@@ -220,7 +220,7 @@ def test_resume_continues_to_the_same_weights(tmp_path, monkeypatch):
 def test_checkpoints_every_save_steps_and_resume_skips_an_incomplete_one(tmp_path, monkeypatch, caplog):
     """--save-steps 2 with evaluation every 3: checkpoints at 2, 3, 4 (and 6 at the end); a checkpoint cut short
     by a kill is skipped on --resume, which says so and continues from the newest complete one."""
-    import distilvit.train as train_module
+    from distilvit.training.checkpoints import checkpoint_problem
 
     out = tmp_path / "run"
     stop_training_at(monkeypatch, short_config(out, save_steps=2, save_total_limit=10), 5)
@@ -228,7 +228,7 @@ def test_checkpoints_every_save_steps_and_resume_skips_an_incomplete_one(tmp_pat
     assert saved == [2, 3, 4], saved
     weights = out / "checkpoints/checkpoint-4/adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # killed while writing
-    assert "adapter_model.safetensors" in (train_module.checkpoint_problem(weights.parent) or "")
+    assert "adapter_model.safetensors" in (checkpoint_problem(weights.parent) or "")
     with caplog.at_level("INFO"):
         train(short_config(out, save_steps=2, save_total_limit=10), resume=True)
     assert "skipping" in caplog.text and "checkpoint-4" in caplog.text
@@ -322,7 +322,7 @@ def test_evaluate_command_scores_a_model(short_run, tmp_path):
     from typer.testing import CliRunner
 
     from distilvit.cli import app
-    from distilvit.evaluate import evaluate_model
+    from distilvit.training.evaluate import evaluate_model
 
     out = tmp_path / "scores.json"
     result = CliRunner().invoke(app, ["evaluate", str(short_run), "--dataset", "synthetic", "--sample", "4", "--output", str(out)])

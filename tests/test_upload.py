@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from distilvit.cli import app
 from distilvit.errors import UserError
-from distilvit.upload import upload
+from distilvit.serve.upload import upload
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_refusals(export, tmp_path, monkeypatch):
             upload(export, bad, dry_run=True)
     with pytest.raises(UserError, match="is not a distilvit-web export"):
         upload(tmp_path, "me/x", dry_run=True)
-    import distilvit.upload as module
+    import distilvit.serve.upload as module
 
     monkeypatch.setattr(module, "_logged_in", lambda: False)
     with pytest.raises(UserError, match="no Hugging Face token"):
@@ -138,7 +138,7 @@ def test_dry_run_offline_says_the_deletions_are_unknown(export):
 def test_a_file_swapped_for_a_link_after_the_listing_is_refused(export, tmp_path, monkeypatch):
     """Files are opened without following links and checked on the open handle: one replaced by a symlink to a
     secret between the listing and the upload is refused, not sent."""
-    import distilvit.upload as module
+    import distilvit.serve.upload as module
 
     secret = tmp_path / "secret.txt"
     secret.write_text("x" * 1000)  # the same size as the file it replaces

@@ -43,9 +43,9 @@ def _can_build_offline() -> bool:
 
 def _expected_files() -> set[str]:
     """The wheel paths of the repository's data files (the package data pyproject.toml declares)."""
-    files = {f"distilvit/js/{p.name}" for p in (ROOT / "distilvit/js").glob("*.mjs")} | {"distilvit/js/package.json"}
+    files = {f"distilvit/runtimes/js/{p.name}" for p in (ROOT / "distilvit/runtimes/js").glob("*.mjs")} | {"distilvit/runtimes/js/package.json"}
     files |= {f"distilvit/{p.relative_to(ROOT / 'distilvit').as_posix()}"
-              for p in (ROOT / "distilvit/hub_configs").rglob("*") if p.is_file()}
+              for p in (ROOT / "distilvit/modeling/hub_configs").rglob("*") if p.is_file()}
     files |= {f"distilvit/web_demo/{p.relative_to(ROOT / 'web-demo').as_posix()}"
               for p in (ROOT / "web-demo").rglob("*") if p.is_file()}
     files |= {f"distilvit/{p.relative_to(ROOT / 'distilvit').as_posix()}"
@@ -112,20 +112,20 @@ def test_wheel_holds_code_javascript_hub_configs_and_demo(wheel):
 
 def test_installed_package_comes_from_the_fresh_venv(venv, tmp_path):
     probe = ("import json, distilvit, distilvit.export, distilvit.quantize, distilvit.data\n"
-             "from distilvit import node_runtime, realsize, served_site\n"
+             "from distilvit import transformers_js\nfrom distilvit.modeling import realsize\nfrom distilvit.serve import served_site\n"
              "print(json.dumps({'distilvit': distilvit.__file__, 'export': distilvit.export.__file__,\n"
              "    'quantize': distilvit.quantize.__file__, 'data': distilvit.data.__file__,\n"
-             "    'demo': str(served_site.demo_dir()), 'js': str(node_runtime.JS_DIR), 'pinned': node_runtime.pinned_version(),\n"
+             "    'demo': str(served_site.demo_dir()), 'js': str(transformers_js.JS_DIR), 'pinned': transformers_js.pinned_version(),\n"
              "    'hub_configs': str(realsize.CONFIG_ROOT)}))")
     result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=run_env(venv),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     paths = json.loads(result.stdout)
-    assert paths.pop("pinned") == json.loads((ROOT / "distilvit/js/package.json").read_text())["dependencies"]["@huggingface/transformers"]
+    assert paths.pop("pinned") == json.loads((ROOT / "distilvit/runtimes/js/package.json").read_text())["dependencies"]["@huggingface/transformers"]
     for name, path in paths.items():
         assert outside(path) and Path(path).resolve().is_relative_to(venv.resolve()), f"{name} comes from {path}"
     assert Path(paths["demo"]).name == "web_demo" and (Path(paths["demo"]) / "index.html").is_file()
-    assert sorted(p.name for p in Path(paths["hub_configs"]).iterdir()) == sorted(p.name for p in (ROOT / "distilvit/hub_configs").iterdir())
+    assert sorted(p.name for p in Path(paths["hub_configs"]).iterdir()) == sorted(p.name for p in (ROOT / "distilvit/modeling/hub_configs").iterdir())
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-// Caption latency of stock transformers.js in this browser, for `distilvit-web bench` (distilvit/browser_runtime.py
-// drives it with Playwright). Like distilvit/js/bench.mjs: a fixed number of generated tokens (EOS ignored through
+// Caption latency of stock transformers.js in this browser, for `distilvit-web bench` (distilvit/runtimes/browser.py
+// drives it with Playwright). Like distilvit/runtimes/js/bench.mjs: a fixed number of generated tokens (EOS ignored through
 // min_new_tokens), one warm-up, then `repeats` timed captions, each with its first token (decoding the image as the
 // demo does (decode.js) + preprocessing + encoder + prefill + the first step) timed inside the same run through
 // generate's streamer.

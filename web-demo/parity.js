@@ -1,5 +1,5 @@
 // Token ids from stock transformers.js in this browser, for `distilvit-web verify parity --runtime chromium-*`
-// (distilvit/browser_runtime.py drives it with Playwright). The same two ways as distilvit/js/parity.mjs:
+// (distilvit/runtimes/browser.py drives it with Playwright). The same two ways as distilvit/runtimes/js/parity.mjs:
 //   end_to_end: the browser decodes the image file itself, as the demo does (decode.js), then generates;
 //   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
 // Either way the graph composites, resizes and normalises them (the export's processor hands them over untouched).

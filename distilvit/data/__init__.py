@@ -1,7 +1,7 @@
 """Load image-captioning data from any source into one schema: `image` (datasets.Image) and `captions` (list of str).
 
 `load_caption_splits(specs)` accepts, per spec:
-- `"synthetic"`: coloured shapes drawn in-process (`distilvit.synthetic`), no files, no network;
+- `"synthetic"`: coloured shapes drawn in-process (`distilvit.data.synthetic`), no files, no network;
 - a preset name from `HUB_DATASETS` (`flickr30k`, `flickr`, `coco`) or any Hub dataset id (`namespace/name`):
   resolved to a local snapshot with huggingface_hub (`distilvit.data.hub`: only the files of its splits are
   fetched; offline, the cached snapshot is used), then read as a folder;
@@ -11,8 +11,10 @@
 Each split's parts are checked and normalised once per dataset version (`distilvit.data.prepare`: unreadable
 images and empty captions dropped, `alt_text` as a string or a list, cached), missing splits are made
 (`distilvit.data.splits`), and several specs are concatenated split by split. Images stay memory-mapped and are
-decoded when a row is read, by `distilvit.data.images.open_cell` (the splits' transform; the `image` feature is
+decoded when a row is read, by `distilvit.image_files.open_cell` (the splits' transform; the `image` feature is
 `datasets.Image(decode=False)`), so Pillow's limits are raised for our decodes only.
+
+`distilvit.data.examples` writes sample images of the synthetic test split (`python -m distilvit.data.examples`).
 
 This package knows nothing about tokenizers, image processors or models: it hands over PIL images and caption
 strings. Failures the user can cause raise `UserError` with the input and what to do.
@@ -30,11 +32,11 @@ import datasets
 
 from distilvit.data.folders import IMAGE_EXTENSIONS, METADATA_FILES, read_folder
 from distilvit.data.hub import resolve_hub_dataset
-from distilvit.data.images import decoded_rows
+from distilvit.image_files import decoded_rows
 from distilvit.data.prepare import CAPTION_COLUMNS, IMAGE_COLUMNS, Part, prepare_part
 from distilvit.data.splits import SPLIT_OFF_FRACTION, SPLITS, complete_splits, split_name
 from distilvit.errors import UserError
-from distilvit.synthetic import make_synthetic_splits
+from distilvit.data.synthetic import make_synthetic_splits
 
 logger = logging.getLogger(__name__)
 

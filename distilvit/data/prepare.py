@@ -29,7 +29,7 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from distilvit.data.images import cell_bytes, open_bytes
+from distilvit.image_files import cell_bytes, open_bytes
 from distilvit.errors import UserError
 
 log = logging.getLogger(__name__)
