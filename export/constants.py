@@ -78,6 +78,27 @@ def onnx_file(graph: str, dtype: str) -> str:
 BROWSER_PREFERENCE = ("q8", "int8", "uint8", "fp16", "q4f16", "q4", "bnb4", "fp32")
 
 
+def read_export_config(folder: Path) -> dict:
+    """The export_config.json of the export in `folder`: the one check that a folder is a distilvit-web export, made
+    by every command that takes one (`serve`, `site`, `upload`, `verify parity`). UserError naming the folder when
+    the file is missing or a link (`upload` must never follow one out of the folder), or naming the file when it is
+    not a JSON object."""
+    from distilvit.errors import UserError
+
+    path = Path(folder) / EXPORT_CONFIG
+    if not path.is_file() or path.is_symlink():
+        raise UserError(f"{folder} is not a distilvit-web export ({EXPORT_CONFIG} missing); "
+                        "make one with `distilvit-web export`")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        info = f"{type(err).__name__}: {err}"
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is damaged ({info if isinstance(info, str) else 'not a JSON object'}); export the "
+                        "model again (`distilvit-web export MODEL --output FOLDER --overwrite`)")
+    return info
+
+
 def configured_dtype(export_dir: Path) -> str | dict[str, str]:
     """What an export's config.json makes transformers.js load by default: one dtype, or a per-graph dict."""
     config = json.loads((Path(export_dir) / "config.json").read_text())

@@ -345,3 +345,26 @@ def test_train_overwrite_killed_before_its_first_checkpoint_loses_nothing(short_
     assert result.skipped
     assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.glob(".run.old-*"))
+
+
+# --- one rule for "is this an export?" in every command that takes one ---------------------------------------------
+
+@pytest.mark.parametrize("command", [("serve",), ("site", "--output", "{tmp}/site"),
+                                     ("upload", "--repo-id", "me/model", "--dry-run"), ("verify", "parity")],
+                         ids=["serve", "site", "upload", "verify-parity"])
+def test_every_command_taking_an_export_refuses_the_same_folders_the_same_way(tmp_path, command):
+    """A folder without export_config.json, and one whose export_config.json is damaged: one error line each,
+    the same words whichever command was given it (export.constants.read_export_config), nothing written."""
+    plain = tmp_path / "photos"
+    plain.mkdir()
+    (plain / "a.jpg").write_bytes(b"not an export")
+    damaged = tmp_path / "cut"
+    damaged.mkdir()
+    (damaged / "export_config.json").write_text('{"layout": "pipel')
+    name, *options = [part.format(tmp=tmp_path) for part in command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for folder, words in ((plain, "photos is not a distilvit-web export (export_config.json missing); make one"),
+                          (damaged, "cut/export_config.json is damaged (JSONDecodeError")):
+        args = [name, *options[:1], folder, *options[1:]] if name == "verify" else [name, folder, *options]
+        assert words in one_error_line(cli(*args)), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -129,9 +129,7 @@ def build_site(exports: list[Path], demo: Path | None = None, vendor: Path | Non
     models: dict[str, Path] = {}
     for export in exports:
         export = Path(export)
-        if not (export / C.EXPORT_CONFIG).is_file():
-            raise UserError(f"{export} is not a distilvit-web export ({C.EXPORT_CONFIG} missing); "
-                            f"make one with `distilvit-web export`")
+        C.read_export_config(export)
         name = export.resolve().name
         if not NAME.match(name) or name in models:
             raise UserError(f"cannot serve {export} as /models/{name}/: the folder name must be unique and use only "

@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 def select_files(export_dir: Path) -> tuple[list[tuple[str, int]], list[str]]:
     """((relative path, bytes) of every regular, non-hidden file of the export; relative paths left out and why)."""
     export_dir = Path(export_dir)
-    if not (export_dir / C.EXPORT_CONFIG).is_file() or (export_dir / C.EXPORT_CONFIG).is_symlink():
-        raise UserError(f"{export_dir} is not a distilvit-web export ({C.EXPORT_CONFIG} missing); "
-                        f"make one with `distilvit-web export`")
+    C.read_export_config(export_dir)
     files, skipped = [], []
     for folder, dirs, names in os.walk(export_dir, followlinks=False):
         here = Path(folder)

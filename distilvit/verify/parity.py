@@ -14,7 +14,6 @@ When fp32 differs, the graph whose outputs differ is named. This module knows no
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
@@ -293,9 +292,7 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
     targets = targets or Targets(min_match=min_match, fp32_min_match=fp32_min_match)
     export_dir = Path(export_dir)
     config_file = export_dir / C.EXPORT_CONFIG
-    if not config_file.is_file():
-        raise UserError(f"{export_dir} is not a distilvit-web export ({C.EXPORT_CONFIG} is missing)")
-    export_info = json.loads(config_file.read_text())
+    export_info = C.read_export_config(export_dir)
     if not rule_is_current(export_info.get("pixels")):
         raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs prepare pixels by an "
                         "older rule (no colour profile, no block reduction of large photos); re-export it "
