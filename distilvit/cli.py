@@ -435,7 +435,7 @@ def verify_parity(
     _setup_logging()
     from distilvit.verify import report as parity_report
     from distilvit.atomic import check_writable_file
-    from distilvit.verify.parity import Targets
+    from distilvit.verify.targets import Targets
     from distilvit.verify.parity import verify_parity as run_parity
     from distilvit.verify.images import collect_images
 

@@ -183,55 +183,22 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     measured = [d for d in plan.dtypes if d != "fp32"] + ([plan.mix] if plan.mix else [])
     # before minutes of export, so a bad folder fails now; an fp32-only export has nothing to measure
     agreement_set = agreement.load_images(agreement_spec, source) if measured else None
-    vocab = caption_vocab.of(model.config)
     max_new = max_new_tokens or json.loads((source / "generation_config.json").read_text()).get("max_new_tokens") or 30
     started = time.perf_counter()
     graphs = C.GRAPHS[layout]
     pixels = PixelPreparer.from_model_dir(source)
     with atomic_dir(output, overwrite=overwrite, marker=C.EXPORT_CONFIG, what="export") as tmp:
-        validation, timings, slimmed = {}, {}, {}
-        for spec in graph_specs(model, layout):
-            t0 = time.perf_counter()
-            path = tmp / C.onnx_file(spec.name, "fp32")
-            export_graph(spec, path)
-            try:
-                checks = validate_graph(spec, model, path)
-                if slim:
-                    symbolic = not any(n.startswith("past_key_values.") for n in spec.input_names)
-                    _slim(path, symbolic_shapes=symbolic)
-                    slimmed[spec.name] = "onnxslim" if symbolic else "onnxslim without symbolic shape inference"
-                    checks = validate_graph(spec, model, path)
-                if spec.input_names == [C.PIXEL_VALUES]:  # the image encoder: raw pixels in, as transformers.js gives
-                    save_onnx(prepend_pixels(onnx.load_model(str(path)), pixels.size, pixels.mean, pixels.std), path)
-                    checks += validate_pixels(model, path, pixels)
-            except ValidationError as err:
-                raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err
-            validation[spec.name] = summary(checks)
-            timings[spec.name] = round(time.perf_counter() - t0, 1)
-        # every dtype file, then the per-graph mix (which reuses those files or adds its own)
-        wanted = {(g, d) for g in graphs for d in plan.dtypes if d != "fp32"} | {(g, d) for g, d in plan.mix.items() if d != "fp32"}
-        for graph, dtype in sorted(wanted):
-            t0 = time.perf_counter()
-            converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
-            save_onnx(converted, tmp / C.onnx_file(graph, dtype))
-            timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
+        validation, timings, slimmed = _export_graphs(model, layout, tmp, source, pixels, slim)
+        timings.update(_quantize_graphs(tmp, graphs, plan))
         external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
                     if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
         write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
         sizes = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted((tmp / C.ONNX_DIR).iterdir())}
-        agreements = agreement.measure(tmp, measured, agreement_set) if agreement_set else {}
-        gated, warnings = agreement.gate(BROWSER_PREFERENCE, plan.dtypes, plan.mix, list(graphs), agreements)
-        for warning in warnings:
-            log.warning("%s", warning)
+        gated, agreements, warnings = _ship_gate(tmp, plan, graphs, measured, agreement_set, dtype_config)
         if gated != dtype_config:
-            log.warning("default dtype: %s instead of %s (the ship gate, export/agreement.py)",
-                        _dtype_label(gated), _dtype_label(dtype_config))
             dtype_config = gated
             write_layout(source, tmp, model.config, layout, dtype_config, external, max_new)
-        elif measured and not agreement_set:
-            log.warning("caption agreement not measured (--agreement-images 0): the default dtype %s is unchecked",
-                        _dtype_label(dtype_config))
         info = {
             "source_model": str(source.resolve()),
             "trained_on": training_summary(source),
@@ -240,7 +207,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "per_graph_dtypes": plan.mix or None,
             "graphs": list(graphs),
             "decoder_graph": DECODER_GRAPH,
-            "caption_vocab": {"tokens": len(vocab), "of": model.config.text_config.vocab_size} if vocab else None,
+            "caption_vocab": _vocab_summary(model),
             "exporter_digest": exporter_digest(),
             "slimmed": slimmed,
             "onnx_opset": C.ONNX_OPSET,
@@ -259,3 +226,64 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
         write_card(tmp, source, info)
     log.info("export written to %s in %.0f s", output, time.perf_counter() - started)
     return info
+
+
+def _ship_gate(tmp: Path, plan, graphs, measured: list, agreement_set, dtype_config):
+    """Each quantized dtype's captions against fp32's on `agreement_set` (none: unmeasured, said), and the default
+    dtype the gate allows: (default, agreements, warnings), each warning logged."""
+    agreements = agreement.measure(tmp, measured, agreement_set) if agreement_set else {}
+    gated, warnings = agreement.gate(BROWSER_PREFERENCE, plan.dtypes, plan.mix, list(graphs), agreements)
+    for warning in warnings:
+        log.warning("%s", warning)
+    if gated != dtype_config:
+        log.warning("default dtype: %s instead of %s (the ship gate, export/agreement.py)",
+                    _dtype_label(gated), _dtype_label(dtype_config))
+    elif measured and not agreement_set:
+        log.warning("caption agreement not measured (--agreement-images 0): the default dtype %s is unchecked",
+                    _dtype_label(dtype_config))
+    return gated, agreements, warnings
+
+
+def _export_graphs(model, layout: C.Layout, tmp: Path, source: Path, pixels: PixelPreparer, slim: bool):
+    """Every fp32 graph of `layout` into `tmp`, each validated against `model` (again after onnxslim, and with the
+    pixel preparation in front of the image encoder); returns (validation summary, seconds, how each was slimmed)
+    per graph. A graph that fails validation is a UserError and nothing is written."""
+    validation, timings, slimmed = {}, {}, {}
+    for spec in graph_specs(model, layout):
+        t0 = time.perf_counter()
+        path = tmp / C.onnx_file(spec.name, "fp32")
+        export_graph(spec, path)
+        try:
+            checks = validate_graph(spec, model, path)
+            if slim:
+                symbolic = not any(n.startswith("past_key_values.") for n in spec.input_names)
+                _slim(path, symbolic_shapes=symbolic)
+                slimmed[spec.name] = "onnxslim" if symbolic else "onnxslim without symbolic shape inference"
+                checks = validate_graph(spec, model, path)
+            if spec.input_names == [C.PIXEL_VALUES]:  # the image encoder: raw pixels in, as transformers.js gives
+                save_onnx(prepend_pixels(onnx.load_model(str(path)), pixels.size, pixels.mean, pixels.std), path)
+                checks += validate_pixels(model, path, pixels)
+        except ValidationError as err:
+            raise UserError(f"export of {source} failed validation against PyTorch; nothing was written.\n{err}") from err
+        validation[spec.name] = summary(checks)
+        timings[spec.name] = round(time.perf_counter() - t0, 1)
+    return validation, timings, slimmed
+
+
+def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> dict[str, float]:
+    """Every dtype file of the plan from the fp32 graphs in `tmp`, then the per-graph mix's (which reuses those files
+    or adds its own); returns the seconds each took."""
+    timings = {}
+    wanted = {(g, d) for g in graphs for d in plan.dtypes if d != "fp32"} | \
+        {(g, d) for g, d in plan.mix.items() if d != "fp32"}
+    for graph, dtype in sorted(wanted):
+        t0 = time.perf_counter()
+        converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
+        save_onnx(converted, tmp / C.onnx_file(graph, dtype))
+        timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
+    return timings
+
+
+def _vocab_summary(model) -> dict | None:
+    vocab = caption_vocab.of(model.config)
+    return {"tokens": len(vocab), "of": model.config.text_config.vocab_size} if vocab else None

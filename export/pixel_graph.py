@@ -52,8 +52,17 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
         _const("gap_size", [REDUCE_GAP * size]), _const("crop_axes", [2, 3]), _const("block_axes", [3, 5]),
         _const("white", [255.0], np.float32), _const("scale", scale, np.float32), _const("shift", shift, np.float32),
     ])
+    nodes = [*_composite_nodes(), *_reduction_nodes(), *_resize_nodes(size)]
+    for i, node in enumerate(nodes):
+        graph.node.insert(i, node)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _composite_nodes() -> list[onnx.NodeProto]:
+    """The input's shape, its colour channels (gray repeated), and alpha over white: `composited` [B, 3, H, W]."""
     p = lambda n: PREFIX + n  # noqa: E731
-    nodes = [
+    return [
         helper.make_node("Shape", [C.PIXEL_VALUES], [p("shape")], name=p("Shape")),
         helper.make_node("Slice", [p("shape"), p("one"), p("two")], [p("channels")], name=p("Channels")),  # [C]
         helper.make_node("Slice", [p("shape"), p("zero"), p("one")], [p("batch")], name=p("Batch")),  # [B]
@@ -78,6 +87,13 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
         helper.make_node("Sub", [p("one_f"), p("alpha")], [p("clear")], name=p("Clear")),
         helper.make_node("Mul", [p("white"), p("clear")], [p("background")], name=p("Background")),
         helper.make_node("Add", [p("over"), p("background")], [p("composited")], name=p("Composite")),
+    ]
+
+
+def _reduction_nodes() -> list[onnx.NodeProto]:
+    """A long axis averaged over whole blocks (distilvit.pixels.reduction): `reduced` [B, 3, h, w]."""
+    p = lambda n: PREFIX + n  # noqa: E731
+    return [
         # a long axis averaged over whole f-blocks first (distilvit.pixels.reduction), so the resize reads at most
         # (6S - 1) x (6S - 1) pixels whatever the photo's size: crop the centred whole blocks, reshape, mean
         helper.make_node("Slice", [p("shape"), p("two"), p("three")], [p("height")], name=p("Height")),
@@ -92,6 +108,13 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
                                     p("cols/factor")], [p("blocks_shape")], axis=0, name=p("BlocksShape")),
         helper.make_node("Reshape", [p("cropped"), p("blocks_shape")], [p("blocks")], name=p("Blocks")),  # [B, 3, h, fh, w, fw]
         helper.make_node("ReduceMean", [p("blocks"), p("block_axes")], [p("reduced")], keepdims=0, name=p("Reduce")),
+    ]
+
+
+def _resize_nodes(size: int) -> list[onnx.NodeProto]:
+    """The antialiased bicubic resize to `size` as two MatMuls, then the normalisation: NORMALISED."""
+    p = lambda n: PREFIX + n  # noqa: E731
+    return [
         # antialiased bicubic resize as two MatMuls with weights built from the reduced size: rows [S, h], cols [S, w]
         *_axis_weights("rows", p("rows/reduced"), size),
         *_axis_weights("cols", p("cols/reduced"), size),
@@ -101,10 +124,6 @@ def prepend_pixels(model: onnx.ModelProto, size: int, mean: list[float], std: li
         helper.make_node("Mul", [p("resized"), p("scale")], [p("scaled")], name=p("Scale")),
         helper.make_node("Add", [p("scaled"), p("shift")], [NORMALISED], name=p("Normalise")),
     ]
-    for i, node in enumerate(nodes):
-        graph.node.insert(i, node)
-    onnx.checker.check_model(model)
-    return model
 
 
 CUBIC_A = -0.5  # Keys' a of torch's antialiased bicubic (and PIL's); plain torch bicubic uses -0.75

@@ -29,7 +29,7 @@ def _machine(m: dict) -> str:
 
 
 def markdown(report: dict, plot_name: str | None) -> str:
-    m, floor = report["machine"], report["floor"]
+    m = report["machine"]
     base = next(r for r in report["results"] if r["runtime"] == "PyTorch eager")
     lines = [
         "# Benchmarks: caption latency against the machine's floor", "",
@@ -62,7 +62,19 @@ def markdown(report: dict, plot_name: str | None) -> str:
                          f"{_ms(r['total_ms'])} | {_ms(r['first_token_ms'])} | {_ms(r['per_token_ms'])} |")
     lines += variants_section(report)
     lines += photo_sizes_section(report)
-    lines += ["", "The floor on this machine (a stage cannot be faster than this; q8/int8/uint8 compute with int8 GEMMs, "
+    lines += floor_section(report)
+    lines += ["", "| dtype | encoder_model MB | decoder_model_merged MB |", "|---|---|---|"]
+    for dtype, sizes in report["sizes_bytes"].items():
+        lines.append(f"| {dtype} | {sizes['encoder_model'] / 1e6:.1f} | {sizes['decoder_model_merged'] / 1e6:.1f} |")
+    if plot_name:
+        lines += ["", f"![caption latency by runtime and stage]({plot_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def floor_section(report: dict) -> list[str]:
+    """The floor per stage and dtype, and how far each runtime's stages sit above it."""
+    floor = report["floor"]
+    lines = ["", "The floor on this machine (a stage cannot be faster than this; q8/int8/uint8 compute with int8 GEMMs, "
               "every other dtype in fp32):", "", "| stage | dtype | floor | from |", "|---|---|---|---|"]
     for stage, label in (("encoder_ms", "vision encoder"), ("prefill_ms", "prefill")):
         gflop = report["flops"][stage.removesuffix("_ms")] / 1e9
@@ -84,12 +96,7 @@ def markdown(report: dict, plot_name: str | None) -> str:
         lines.append(f"| {r['runtime']} | {r['dtype']} | {ratio(r.get('encoder_ms'), 'encoder_ms', r['dtype'])} | "
                      f"{ratio(r.get('prefill_ms'), 'prefill_ms', r['dtype'])} | "
                      f"{ratio(r.get('per_token_ms'), 'per_token_ms', r['dtype'])} |")
-    lines += ["", "| dtype | encoder_model MB | decoder_model_merged MB |", "|---|---|---|"]
-    for dtype, sizes in report["sizes_bytes"].items():
-        lines.append(f"| {dtype} | {sizes['encoder_model'] / 1e6:.1f} | {sizes['decoder_model_merged'] / 1e6:.1f} |")
-    if plot_name:
-        lines += ["", f"![caption latency by runtime and stage]({plot_name})"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _vocab(report: dict) -> str:

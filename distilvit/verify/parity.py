@@ -34,12 +34,11 @@ from distilvit.metrics import caption_scores
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
 from distilvit.modeling.prompt import prompt_ids
 from distilvit.provenance import stamp
+from distilvit.verify.targets import Targets, suspect_graph
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("onnxruntime", "transformers.js", "chromium-wasm", "chromium-webgpu")
 DEFAULT_RUNTIMES = ("onnxruntime", "transformers.js")
-# Graph outputs of fp32 farther than this from PyTorch point at a broken graph (validated exports are ~1e-5).
-FP32_GRAPH_TOLERANCE = 1e-2
 
 
 @dataclass
@@ -199,8 +198,6 @@ def _token_entry(out: dict, reference: Reference, tokenizer, targets: "Targets")
     }
 
 
-
-
 def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list[str | None],
                    max_tolerance: float = PIXEL_MAX_TOLERANCE, mean_tolerance: float = PIXEL_MEAN_TOLERANCE) -> dict:
     """Per image: the runtime's decoded pixels, prepared by distilvit.pixels, against PyTorch's model input."""
@@ -241,47 +238,6 @@ def compare_pixels(reference: Reference, pixels: list[dict | None], errors: list
     }
 
 
-@dataclass(frozen=True)
-class Targets:
-    """What a (runtime, dtype) row must reach to pass: caption exact match with the same pixels (model) and with
-    the runtime's own decoding (end to end; None: the model thresholds), and every image's pixels within the
-    same-pixels target. fp32 has its own match thresholds (1.0: an export must say what PyTorch says)."""
-    min_match: float = 0.0
-    fp32_min_match: float = 1.0
-    end_to_end_min_match: float | None = None
-    fp32_end_to_end_min_match: float | None = None
-    pixel_max: float = PIXEL_MAX_TOLERANCE
-    pixel_mean: float = PIXEL_MEAN_TOLERANCE
-
-    def checks(self, entry: dict) -> dict:
-        """{check: {"value", "target", "passed"}} for the entry's model match, end-to-end match and pixels."""
-        fp32 = entry["dtype"] == "fp32"
-        model_min = self.fp32_min_match if fp32 else self.min_match
-        e2e_min = self.fp32_end_to_end_min_match if fp32 else self.end_to_end_min_match
-        e2e_min = model_min if e2e_min is None else e2e_min
-        out = {"model_match": {"value": entry["model"]["exact_match"], "target": model_min}}
-        out["model_match"]["passed"] = out["model_match"]["value"] >= model_min
-        if entry.get("end_to_end"):
-            value = entry["end_to_end"]["exact_match"]
-            out["end_to_end_match"] = {"value": value, "target": e2e_min, "passed": value >= e2e_min}
-        pixels = entry.get("pixels")
-        if pixels:
-            missed = [r["image"] for r in pixels["images"] if r["image"] not in pixels["within_target"]]
-            out["pixels"] = {"value": {"max_abs_diff": pixels["max_abs_diff"], "mean_abs_diff": pixels["mean_abs_diff"]},
-                             "target": pixels["target"], "missed": missed, "passed": not missed}
-        return out
-
-
-def suspect_graph(entry: dict) -> str | None:
-    """The graph whose fp32 outputs are far from PyTorch's (image features first, then the decoder)."""
-    graphs = entry.get("graphs") or {}
-    for graph, outputs in graphs.items():
-        for diff in outputs.values():
-            if diff["max_abs_diff"] > FP32_GRAPH_TOLERANCE:
-                return graph
-    return None
-
-
 def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None = None, dtypes: list[str] | None = None,
                   runtimes: list[str] | None = None, max_new_tokens: int | None = None, min_match: float = 0.0,
                   fp32_min_match: float = 1.0, max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -291,28 +247,8 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
     match, end-to-end match and pixels all do (`checks` in the row names each)."""
     targets = targets or Targets(min_match=min_match, fp32_min_match=fp32_min_match)
     export_dir = Path(export_dir)
-    config_file = export_dir / C.EXPORT_CONFIG
-    export_info = C.read_export_config(export_dir)
-    if not rule_is_current(export_info.get("pixels")):
-        raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs prepare pixels by an "
-                        "older rule (no colour profile, no block reduction of large photos); re-export it "
-                        "(`distilvit-web export MODEL --output DIR --overwrite`)")
-    model_dir = Path(model_dir or export_info["source_model"])
-    if not model_dir.exists():
-        raise UserError(f"the source model {model_dir} (from {config_file}) is gone; pass --model MODEL_DIR")
-    layout = export_info["layout"]
-    graphs = tuple(export_info["graphs"])
-    present = available_dtypes(export_dir, graphs)
-    dtypes = present if not dtypes or dtypes == ["all"] else dtypes
-    missing = [d for d in dtypes if d not in present]
-    if missing:
-        raise UserError(f"{export_dir} has no {', '.join(missing)} files; it holds {', '.join(present)}")
-    runtimes = runtimes or list(DEFAULT_RUNTIMES)
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown:
-        raise UserError(f"unknown --runtime {unknown}; choose from {', '.join(RUNTIMES)}")
-    if not images:
-        raise UserError("no images to compare")
+    export_info, model_dir, dtypes, runtimes = _checked_request(export_dir, images, model_dir, dtypes, runtimes)
+    layout, graphs = export_info["layout"], tuple(export_info["graphs"])
     max_new = max_new_tokens or export_info.get("max_new_tokens") or 30
 
     reference, captioner = pytorch_reference(model_dir, images, max_new, max_image_pixels)
@@ -343,3 +279,31 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
         "passed": all(e["passed"] for e in entries),
         **stamp(),  # the CPU's instruction sets among them: quantized dtypes' captions can depend on them
     }
+
+
+def _checked_request(export_dir: Path, images: list[Path], model_dir: Path | None, dtypes: list[str] | None,
+                     runtimes: list[str] | None) -> tuple[dict, Path, list[str], list[str]]:
+    """Everything a parity run needs, checked before any model loads: the export's export_config.json (its pixel
+    rule current), the source model (default: the one the export names), the dtypes (default: all the export
+    holds) and runtimes asked for, some images. UserError naming what is wrong."""
+    config_file = export_dir / C.EXPORT_CONFIG
+    export_info = C.read_export_config(export_dir)
+    if not rule_is_current(export_info.get("pixels")):
+        raise UserError(f"{export_dir} was exported by an earlier distilvit-web, whose graphs prepare pixels by an "
+                        "older rule (no colour profile, no block reduction of large photos); re-export it "
+                        "(`distilvit-web export MODEL --output DIR --overwrite`)")
+    model_dir = Path(model_dir or export_info["source_model"])
+    if not model_dir.exists():
+        raise UserError(f"the source model {model_dir} (from {config_file}) is gone; pass --model MODEL_DIR")
+    present = available_dtypes(export_dir, tuple(export_info["graphs"]))
+    dtypes = present if not dtypes or dtypes == ["all"] else dtypes
+    missing = [d for d in dtypes if d not in present]
+    if missing:
+        raise UserError(f"{export_dir} has no {', '.join(missing)} files; it holds {', '.join(present)}")
+    runtimes = runtimes or list(DEFAULT_RUNTIMES)
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise UserError(f"unknown --runtime {unknown}; choose from {', '.join(RUNTIMES)}")
+    if not images:
+        raise UserError("no images to compare")
+    return export_info, model_dir, dtypes, runtimes
