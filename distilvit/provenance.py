@@ -34,8 +34,9 @@ ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx
 
 
 def cpu() -> dict:
-    """The CPU's model name, the ISA_FLAGS it has, and the int8 kernel path that implies (Linux reads
-    /proc/cpuinfo; elsewhere only what `platform` says: flags empty, kernel path unknown)."""
+    """The CPU's model name, the ISA_FLAGS it has, the int8 kernel path that implies (Linux reads /proc/cpuinfo;
+    elsewhere only what `platform` says: flags empty, kernel path unknown), and, once torch is loaded, the kernels
+    torch dispatches to (`torch_kernels`: AVX512, AVX2, ...)."""
     info = Path("/proc/cpuinfo")
     text = info.read_text() if info.is_file() else ""
     names = re.findall(r"^model name\s*:\s*(.+)$", text, re.M)
@@ -51,8 +52,14 @@ def cpu() -> dict:
         path = "ARM dot product"
     else:
         path = "unknown"
-    return {"model": names[0].strip() if names else platform.processor() or platform.machine(), "isa": have,
-            "int8_kernel_path": path}
+    found = {"model": names[0].strip() if names else platform.processor() or platform.machine(), "isa": have,
+             "int8_kernel_path": path}
+    torch = sys.modules.get("torch")  # read when a stage has loaded it; never imported for this
+    if torch is not None:
+        # the kernels torch dispatches to: the CPU's best, or lower where ATEN_CPU_CAPABILITY says so (docs/training.md
+        # forces AVX2 on an AVX-512 machine this way), so a report says which path its figures took
+        found["torch_kernels"] = torch.backends.cpu.get_cpu_capability()
+    return found
 
 
 def stamp() -> dict:

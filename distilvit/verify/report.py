@@ -77,11 +77,14 @@ def table(report: dict) -> str:
 
 
 def cpu_line(report: dict) -> str:
-    """`CPU: model (ISA; int8 kernel path). ` from a report's stamp (empty for reports written before it)."""
+    """`CPU: model (ISA; int8 kernel path; torch kernels). ` from a report's stamp (empty for reports written before
+    it; torch kernels only where the stage had loaded torch)."""
     cpu = report.get("cpu")
     if not cpu:
         return ""
-    return f"CPU: {cpu['model']} ({', '.join(cpu['isa']) or 'flags unknown'}; int8 kernels: {cpu['int8_kernel_path']}). "
+    torch_kernels = f"; torch kernels: {cpu['torch_kernels']}" if cpu.get("torch_kernels") else ""
+    return (f"CPU: {cpu['model']} ({', '.join(cpu['isa']) or 'flags unknown'}; int8 kernels: "
+            f"{cpu['int8_kernel_path']}{torch_kernels}). ")
 
 
 def markdown(report: dict) -> str:
