@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from distilvit.image_files import pillow_limits
 from distilvit.errors import UserError
+from distilvit.image_files import pillow_limits
 from distilvit.limits import DEFAULT_MAX_PIXELS
 
 WHITE = 255.0

@@ -23,9 +23,7 @@ from pathlib import Path
 import onnx
 from transformers import LlavaForConditionalGeneration
 
-from distilvit.modeling import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
-from distilvit.modeling.caption import load_model_files, resolve_model_dir
 from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export import constants as C
@@ -36,6 +34,8 @@ from distilvit.export.onnx_export import export_graph, graph_specs, save_onnx
 from distilvit.export.pixel_graph import prepend_pixels
 from distilvit.export.validate import ValidationError, summary, validate_graph, validate_pixels
 from distilvit.limits import MIN_DEFAULT_AGREEMENT
+from distilvit.modeling import caption_vocab
+from distilvit.modeling.caption import load_model_files, resolve_model_dir
 from distilvit.pixels import PixelPreparer
 from distilvit.provenance import stamp
 from distilvit.quantize.modes import DType, convert

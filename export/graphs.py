@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from transformers import LlavaForConditionalGeneration
 
-from distilvit.modeling import caption_vocab
 from distilvit.export.llama_stack import ExportLlama
+from distilvit.modeling import caption_vocab
 
 
 def vision_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from transformers import LlavaConfig
 
-from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
 from distilvit.export.constants import BROWSER_PREFERENCE
+from distilvit.modeling import caption_vocab
 
 
 def _write(path: Path, data: dict) -> None:

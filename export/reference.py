@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, LlavaForConditionalGeneration
 
-from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
+from distilvit.modeling import caption_vocab
 
 
 def image_features(model: LlavaForConditionalGeneration, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from distilvit.modeling import caption_vocab
 from distilvit.export import constants as C
 from distilvit.export.graphs import empty_past
 from distilvit.export.onnx_export import GraphSpec
 from distilvit.export.reference import graph_reference
+from distilvit.modeling import caption_vocab
 
 log = logging.getLogger(__name__)
 

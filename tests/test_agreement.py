@@ -12,8 +12,8 @@ import pytest
 import photos
 from distilvit.errors import UserError
 from distilvit.export import agreement
-from distilvit.export.exporter import export_model
 from distilvit.export.constants import BROWSER_PREFERENCE, configured_dtype
+from distilvit.export.exporter import export_model
 from distilvit.limits import MIN_DEFAULT_AGREEMENT
 
 GRAPHS = ["encoder_model", "decoder_model_merged"]

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from distilvit.modeling import caption_vocab
-from distilvit.modeling.caption import load_captioner
+from distilvit.data.synthetic import make_synthetic_splits
 from distilvit.errors import UserError
 from distilvit.export.exporter import export_model
 from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.modeling import caption_vocab
+from distilvit.modeling.caption import load_captioner
 from distilvit.pixels import decode_rgba, raw_tensor
-from distilvit.data.synthetic import make_synthetic_splits
 
 
 def _images(count: int):

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from distilvit.data import FEATURES, load_caption_splits
-from distilvit.errors import UserError
 from distilvit.data.synthetic import COLOURS, HUES, SHAPES, make_synthetic_splits, plan_scene, render
+from distilvit.errors import UserError
 
 _COLOUR = "(" + "|".join(COLOURS) + ")"
 _SHAPE = "(" + "|".join(SHAPES) + ")"

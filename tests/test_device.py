@@ -6,9 +6,9 @@ import os
 
 import pytest
 
+from distilvit.errors import UserError
 from distilvit.training import device
 from distilvit.training.device import Machine, ddp_backend, plan
-from distilvit.errors import UserError
 from distilvit.training.launch import launch_env, strip_gpus, torchrun_command
 
 LINUX_2x4090 = Machine(cuda_devices=2, cuda_bf16=True, mps=False, system="Linux", cuda_name="NVIDIA GeForce RTX 4090")

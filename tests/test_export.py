@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distilvit.modeling.caption import load_captioner
+from distilvit.data.synthetic import make_synthetic_splits
 from distilvit.errors import UserError
 from distilvit.export import constants as C
 from distilvit.export.exporter import export_model, exporter_digest, parse_quantize
 from distilvit.export.ort_generate import OrtCaptioner
-from distilvit.data.synthetic import make_synthetic_splits
+from distilvit.modeling.caption import load_captioner
 
 ALL_DTYPES = ["fp32", "fp16", "q8", "int8", "uint8", "q4", "q4f16", "bnb4"]
 # Minimum greedy-caption agreement with PyTorch on 16 held-out images of the trained tiny model. Measured

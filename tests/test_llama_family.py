@@ -18,13 +18,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from distilvit.modeling.caption import load_captioner
 from distilvit.config import TrainConfig
+from distilvit.data.synthetic import make_synthetic_splits
 from distilvit.errors import UserError
 from distilvit.export.exporter import export_model
 from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.modeling.caption import load_captioner
 from distilvit.modeling.prompt import PROCESSOR_KWARGS, prompt_ids, prompt_text
-from distilvit.data.synthetic import make_synthetic_splits
 from distilvit.training.train import train
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, TrainerCallback
 
 from conftest import SMALL_SYNTHETIC, short_config
-from distilvit.training import lora
-from distilvit.modeling.caption import load_captioner
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
+from distilvit.modeling.caption import load_captioner
 from distilvit.modeling.merge import build_base, merge_run
 from distilvit.modeling.prompt import PROCESSOR_KWARGS, prompt_text
+from distilvit.training import lora
 from distilvit.training.train import train
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-from distilvit.training import device as devices
-from distilvit.training import lora
 from distilvit.atomic import check_writable_file, write_file
 from distilvit.config import TrainConfig
-from distilvit.provenance import stamp
 from distilvit.modeling.realsize import text_config, vision_config
+from distilvit.provenance import stamp
+from distilvit.training import device as devices
+from distilvit.training import lora
 
 log = logging.getLogger(__name__)
 MODES = ("lora", "full-lm", "full")

@@ -32,11 +32,11 @@ import datasets
 
 from distilvit.data.folders import IMAGE_EXTENSIONS, METADATA_FILES, read_folder
 from distilvit.data.hub import resolve_hub_dataset
-from distilvit.image_files import decoded_rows
 from distilvit.data.prepare import CAPTION_COLUMNS, IMAGE_COLUMNS, Part, prepare_part
 from distilvit.data.splits import SPLIT_OFF_FRACTION, SPLITS, complete_splits, split_name
-from distilvit.errors import UserError
 from distilvit.data.synthetic import make_synthetic_splits
+from distilvit.errors import UserError
+from distilvit.image_files import decoded_rows
 
 logger = logging.getLogger(__name__)
 

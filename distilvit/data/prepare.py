@@ -29,8 +29,8 @@ import datasets
 from PIL import Image
 from tqdm.auto import tqdm
 
-from distilvit.image_files import cell_bytes, open_bytes
 from distilvit.errors import UserError
+from distilvit.image_files import cell_bytes, open_bytes
 
 log = logging.getLogger(__name__)
 

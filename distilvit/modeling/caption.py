@@ -17,11 +17,11 @@ from PIL import Image
 from transformers import (AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration, LlavaProcessor,
                           LogitsProcessorList)
 
-from distilvit.modeling import caption_vocab
 from distilvit.errors import UserError
 from distilvit.image_files import images_in
-from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, check_image, decode_rgba
+from distilvit.modeling import caption_vocab
 from distilvit.modeling.prompt import prompt_ids
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, check_image, decode_rgba
 
 MERGED_DIR = "merged"
 

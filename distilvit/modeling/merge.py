@@ -16,10 +16,10 @@ from peft import PeftModel
 from transformers import LlavaForConditionalGeneration, LlavaProcessor, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from distilvit.modeling import caption_vocab
 from distilvit.atomic import atomic_dir, check_replaceable
 from distilvit.config import TrainConfig
 from distilvit.errors import UserError
+from distilvit.modeling import caption_vocab
 from distilvit.modeling.model import build_captioner
 from distilvit.provenance import stamp
 

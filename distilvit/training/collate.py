@@ -15,8 +15,8 @@ import random
 import torch
 from transformers import LlavaProcessor
 
-from distilvit.pixels import PixelPreparer
 from distilvit.modeling.prompt import training_row
+from distilvit.pixels import PixelPreparer
 
 IGNORE_INDEX = -100
 

@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 
 from distilvit.atomic import check_writable_file, write_file
-from distilvit.modeling.caption import Captioner, load_captioner
 from distilvit.metrics import all_scores
+from distilvit.modeling.caption import Captioner, load_captioner
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from distilvit.image_files import images_in
 from distilvit.errors import UserError
+from distilvit.image_files import images_in
 
 
 @contextmanager

@@ -23,16 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distilvit.modeling import caption_vocab
-from distilvit.modeling.caption import load_captioner
 from distilvit.errors import UserError
 from distilvit.export import constants as C
-from distilvit.export.reference import image_features
 from distilvit.export.ort_generate import OrtCaptioner
+from distilvit.export.reference import image_features
 from distilvit.limits import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 from distilvit.metrics import caption_scores
-from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
+from distilvit.modeling import caption_vocab
+from distilvit.modeling.caption import load_captioner
 from distilvit.modeling.prompt import prompt_ids
+from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
 from distilvit.provenance import stamp
 from distilvit.verify.targets import Targets, suspect_graph
 
