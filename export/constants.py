@@ -11,9 +11,12 @@ import json
 from enum import Enum
 from pathlib import Path
 
+from distilvit.transformers_js import pinned_version
+
 ONNX_DIR = "onnx"
 EXPORT_CONFIG = "export_config.json"
-TRANSFORMERS_JS_VERSION = "4.3.1"  # the stock package the layouts are tested against (npm @huggingface/transformers)
+# the stock package the layouts are tested against: the pin in distilvit/runtimes/js/package.json, its one home
+TRANSFORMERS_JS_VERSION = pinned_version()
 ONNX_OPSET = 18
 
 
