@@ -98,23 +98,17 @@ def _draw_shape(draw: ImageDraw.ImageDraw, item: Shape, scale: float = 1.0) -> N
 
 
 def _two_shape_layout(rng: random.Random, relation: str, size: int, r1: float, r2: float):
-    """Centres (cx1, cy1, cx2, cy2) for two shapes in `relation`, first one left (or upper). Rejection sampling."""
+    """Centres (cx1, cy1, cx2, cy2) for two shapes in `relation`, first one left (or upper). Rejection sampling
+    along the relation's axis (a: x for "left of", y for "above") and across it (b), then mapped back to x, y."""
     mid, margin, rmax = size / 2, _MARGIN * size, max(r1, r2)
+    spread = (_BAND if relation == "left of" else _ALIGN) * size
     for _ in range(1000):
-        if relation == "left of":
-            cx1 = rng.uniform(r1, mid - margin)
-            cx2 = rng.uniform(mid + margin, size - r2)
-            cy1 = rng.uniform(rmax, size - rmax)
-            cy2 = cy1 + rng.uniform(-_BAND * size, _BAND * size)
-            if r2 <= cy2 <= size - r2 and cx2 - cx1 >= r1 + r2 + _GAP:
-                return cx1, cy1, cx2, cy2
-        else:  # "above"
-            cy1 = rng.uniform(r1, mid - margin)
-            cy2 = rng.uniform(mid + margin, size - r2)
-            cx1 = rng.uniform(rmax, size - rmax)
-            cx2 = cx1 + rng.uniform(-_ALIGN * size, _ALIGN * size)
-            if r2 <= cx2 <= size - r2 and cy2 - cy1 >= r1 + r2 + _GAP:
-                return cx1, cy1, cx2, cy2
+        a1 = rng.uniform(r1, mid - margin)
+        a2 = rng.uniform(mid + margin, size - r2)
+        b1 = rng.uniform(rmax, size - rmax)
+        b2 = b1 + rng.uniform(-spread, spread)
+        if r2 <= b2 <= size - r2 and a2 - a1 >= r1 + r2 + _GAP:
+            return (a1, b1, a2, b2) if relation == "left of" else (b1, a1, b2, a2)
     raise RuntimeError(f"could not place two shapes {relation!r} in a {size}px image (radii {r1:.1f}, {r2:.1f})")
 
 
