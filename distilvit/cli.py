@@ -318,7 +318,7 @@ def export(
     model_dir: Path = typer.Argument(..., help="A merged model folder, or a training run (its adapter is merged first if needed)."),
     output: Path = typer.Option(..., help="The export folder to write (refused if it exists and is not empty, unless --overwrite)."),
     layout: Layout = typer.Option("pipeline", help="pipeline: pipeline('image-to-text') works; llava: AutoModelForImageTextToText + processor."),
-    quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4."),
+    quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4. q8 (dynamic int8, rows ordered so no product saturates) captions the same on every CPU; int8 may differ on x86 CPUs without VNNI (export_config.json cpu_dependent_dtypes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
     agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own: its {IMAGE_TYPES} files) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
@@ -525,7 +525,7 @@ def bench_train(
 @bench_app.command("quality", help=BENCH_COMMANDS["quality"])
 def bench_quality(
     model_dir: Path = typer.Argument(..., help="A training run or its merged/ folder (its validation images are read as training read them)."),
-    recipes: str = typer.Option("fp32,fp16,dynamic-int8,dynamic-int8-per-channel,dynamic-int8-float-down-proj,weight-int8,weight-int8-b128,q4", help="Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py."),
+    recipes: str = typer.Option("fp32,fp16,dynamic-int8-pair-safe,dynamic-int8-pair-safe@no-vnni,dynamic-int8,dynamic-int8@no-vnni,dynamic-int8-7bit,dynamic-uint8,weight-int8,q4", help="Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py (q8 is dynamic-int8-pair-safe); a dynamic recipe + @no-vnni: its graphs computed as x86 CPUs without VNNI compute them (AVX2 u8 x s8 multiply-adds, emulated; not timed)."),
     sample: int = typer.Option(64, min=1, help="How many of the run's validation images to caption: the first N."),
     images: Optional[Path] = typer.Option(None, help=f"Also caption the image files ({IMAGE_TYPES}) in this folder (your photographs)."),
     workdir: Path = typer.Option(Path("runs/bench-quality"), help="Where the fp32 export (reused when the exporter code and model are the same) and each candidate's files are written."),

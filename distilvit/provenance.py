@@ -46,6 +46,8 @@ def cpu() -> dict:
     have = [f for f in ISA_FLAGS if f in flags]
     if "avx512_vnni" in flags or "avx_vnni" in flags:
         path = "x86 VNNI (int8 dot products)"
+    elif "avx512bw" in flags:
+        path = "x86 AVX-512 without VNNI (u8s8 multiply-adds, may saturate)"
     elif "avx2" in flags:
         path = "x86 AVX2 without VNNI (u8s8 multiply-adds, may saturate)"
     elif "asimddp" in flags:

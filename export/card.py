@@ -107,6 +107,24 @@ def _trained_line(info: dict) -> str:
     return f"\nTrained on {trained['text']}.\n" if trained and trained.get("text") else ""
 
 
+def _cpu_line(info: dict) -> str:
+    """Which dtypes' captions depend on the CPU, and the int8 kernels the agreement above was measured on."""
+    dependent = info.get("cpu_dependent_dtypes") or {}
+    quantized = [d for d in info.get("dtypes", []) if d not in ("fp32", "fp16")]
+    if not quantized and not dependent:
+        return ""
+    path = (info.get("cpu") or {}).get("int8_kernel_path", "unknown")
+    line = f"\n\nMeasured on int8 kernels: {path}. "
+    if dependent:
+        line += (", ".join(f"{d} ({n} integer matrix products)" for d, n in dependent.items()) +
+                 ": full-range int8 weights, whose products can saturate on x86 CPUs without VNNI (AVX2), so captions "
+                 "there may differ from these. ")
+    exact = [d for d in quantized if d not in dependent]
+    if exact:
+        line += ", ".join(exact) + ": the same integer arithmetic on every CPU and in the browser."
+    return line.rstrip()
+
+
 def write_card(folder: Path, source: Path, info: dict) -> None:
     bases = _base_models(source)
     front = ["---", "library_name: transformers.js", "pipeline_tag: image-to-text", "tags:", "  - image-captioning",
@@ -127,6 +145,7 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
                       "above (`export --agreement-images`)." + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
     elif info.get("dtypes", ["fp32"]) != ["fp32"]:
         agreement = "- not measured (`--agreement-images 0`): the default dtype was not checked against fp32"
+    agreement += _cpu_line(info)
     text = "\n".join(front) + f"""
 
 # Image captioner for the browser

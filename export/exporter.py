@@ -190,6 +190,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     with atomic_dir(output, overwrite=overwrite, marker=C.EXPORT_CONFIG, what="export") as tmp:
         validation, timings, slimmed = _export_graphs(model, layout, tmp, source, pixels, slim)
         timings.update(_quantize_graphs(tmp, graphs, plan))
+        cpu_dependent = _cpu_dependent(tmp, graphs, plan)
         external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
                     if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
@@ -215,6 +216,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "sizes_bytes": sizes,
             "validation": validation,
             "caption_agreement_with_fp32": agreements,
+            "cpu_dependent_dtypes": cpu_dependent,
             "default_dtype": {"dtype": dtype_config, "gate": f">= {MIN_DEFAULT_AGREEMENT} of fp32's captions",
                               "checked": bool(agreements) or not measured, "warnings": warnings},
             "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
@@ -282,6 +284,22 @@ def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> dict[str, floa
         save_onnx(converted, tmp / C.onnx_file(graph, dtype))
         timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
     return timings
+
+
+def _cpu_dependent(tmp: Path, graphs: tuple[str, ...], plan) -> dict[str, int]:
+    """dtype -> how many of its integer GEMMs can saturate on x86 without VNNI (quantize/kernel_paths.py), for the
+    dtypes whose captions therefore depend on the CPU's int8 kernels; the others compute the same everywhere."""
+    from distilvit.quantize.kernel_paths import saturating_gemms
+
+    found = {}
+    for dtype in dict.fromkeys([*plan.dtypes, *plan.mix.values()]):
+        if dtype == "fp32":
+            continue
+        count = sum(len(saturating_gemms(onnx.load_model(str(tmp / C.onnx_file(g, dtype)))))
+                    for g in graphs if (tmp / C.onnx_file(g, dtype)).is_file())
+        if count:
+            found[dtype] = count
+    return found
 
 
 def _vocab_summary(model) -> dict | None:

@@ -2,13 +2,14 @@
 
     fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
            feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
-    q8     RECIPES[Q8_RECIPE]: dynamic-int8 (int8 MatMul/Gather weights, activations quantized per tensor at run
-           time, a Conv's weights uint8), kept after `distilvit-web bench quality` on a real decoder
-           (docs/quantization.md): it kept 9/64 of a lightly trained real SmolLM2's captions, and no 8-bit recipe
-           kept 90% (weight-only MatMulNBits 8-bit: 52/64, but 4.7x slower than fp32 in Chromium WASM, where
-           dynamic-int8 is 0.76x). The export's ship gate keeps such a q8 from being the default
+    q8     RECIPES[Q8_RECIPE]: dynamic-int8-pair-safe: dynamic quantization with full-range int8 MatMul/Gather
+           weights (activations quantized per tensor at run time, a Conv's weights uint8), each weight's rows
+           ordered so that no integer product can saturate on any CPU (quantize/pair_safe.py): on VNNI and in the
+           browser bit for bit plain dynamic int8, and the same on x86 without VNNI, where plain int8 kept 101/200 of
+           the tiny model's captions (emulated, docs/quantization.md). The export's ship gate keeps a q8 that
+           rewrites a real decoder's captions from being the default
     int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel): the dynamic-int8
-           recipe without the uint8 Conv pass
+           recipe without the uint8 Conv pass, nor the reordering: on x86 without VNNI its captions differ
     uint8  dynamic quantization, uint8 weights
     q4     4-bit MatMulNBits (block 32, symmetric) for MatMul weights, int8 token lookups; the rest float32
     q4f16  q4, then fp16 for the rest
@@ -48,19 +49,25 @@ def _ops(model: onnx.ModelProto) -> set[str]:
 
 
 def _dynamic(model: onnx.ModelProto, weight_type, op_types: list[str], per_channel: bool = False,
-             exclude: list[str] | None = None) -> onnx.ModelProto:
+             exclude: list[str] | None = None, reduce_range: bool = False,
+             only: list[str] | None = None) -> onnx.ModelProto:
     from onnxruntime.quantization import quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        # always through external data: a graph over 2 GB cannot be one protobuf file (its weights are in memory
-        # here and are loaded back into memory below, so the caller sees no difference)
+        # always through external data: a graph over 2 GB cannot be one protobuf file. Saving so points `model`'s
+        # tensors at the temporary file; they are read back into it before the file goes, so the caller's model is
+        # whole again (a recipe quantizes one model more than once)
         onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
                         location="in.onnx_data", size_threshold=1024)
-        quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type, per_channel=per_channel,
-                         reduce_range=False, use_external_data_format=True, nodes_to_exclude=exclude or [],
-                         extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
-        return onnx.load_model(str(dst))
+        try:
+            quantize_dynamic(src, dst, op_types_to_quantize=op_types, weight_type=weight_type,
+                             per_channel=per_channel, reduce_range=reduce_range, use_external_data_format=True,
+                             nodes_to_exclude=exclude or [], nodes_to_quantize=only or [],
+                             extra_options={"MatMulConstBOnly": True, "EnableSubgraph": True})
+            return onnx.load_model(str(dst))
+        finally:
+            onnx.load_external_data_for_model(model, tmp)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -107,7 +114,7 @@ def _cast_kept_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def to_dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Dynamic quantization (what q8 is): int8 MatMul/Gather weights, activations quantized to uint8 at
+    """Dynamic quantization (q8 until 2026-12-07): int8 MatMul/Gather weights, activations quantized to uint8 at
     run time (MatMulInteger); a Conv's weights (the patch embedding) uint8 in a pass of their own (onnxruntime has
     no ConvInteger kernel for int8 weights). transformers.js' conversion script makes a whole graph uint8 when it
     has a Conv; the vision encoder then ran 3x slower (uint8 x uint8 GEMMs miss the int8 dot-product kernels: 128
@@ -128,6 +135,52 @@ def to_dynamic_int8_per_channel(model: onnx.ModelProto) -> onnx.ModelProto:
     if "Conv" in _ops(model):
         model = _dynamic(model, QuantType.QUInt8, ["Conv"])
     return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"], per_channel=True)
+
+
+def to_dynamic_int8_7bit(model: onnx.ModelProto) -> onnx.ModelProto:
+    """dynamic-int8 with 7-bit weights (-64..64, onnxruntime's reduce_range): u8 x s7 pairs fit in 16 bits, so the
+    integer products are exact on every int8 kernel path (VNNI, AVX2 multiply-adds, WebAssembly, ARM), at one bit of
+    weight precision."""
+    from onnxruntime.quantization import QuantType
+
+    if "Conv" in _ops(model):
+        model = _dynamic(model, QuantType.QUInt8, ["Conv"])
+    return _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"], reduce_range=True)
+
+
+def to_dynamic_uint8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Dynamic quantization with uint8 weights everywhere (MatMul, Gather, Conv; asymmetric, one scale and zero point
+    per tensor): u8 x u8 kernels widen to 16 bits before multiplying, so the integer products are exact on every
+    int8 kernel path; what transformers.js' own conversion makes of a graph with a Conv."""
+    from onnxruntime.quantization import QuantType
+
+    return _dynamic(model, QuantType.QUInt8, ["MatMul", "Gather", "Conv"])
+
+
+def to_dynamic_int8_pair_safe(model: onnx.ModelProto) -> onnx.ModelProto:
+    """dynamic-int8 whose integer products cannot saturate on any CPU: each weight's rows reordered so that no pair
+    of adjacent k holds two large same-signed weights, the activations gathered to match (quantize/pair_safe.py);
+    on exact kernels bit for bit dynamic-int8's outputs, so its captions are the same on every CPU. MatMuls no order
+    makes safe get uint8 weights (u8 x u8 kernels cannot saturate)."""
+    from onnxruntime.quantization import QuantType
+
+    from distilvit.quantize import pair_safe
+
+    plain = to_dynamic_int8(model)
+    unsafe = [name.removesuffix("_quant") for name in pair_safe.unpairable(plain)]
+    if unsafe:
+        log.info("  %d MatMul(s) no order makes safe in int8: uint8 weights for them", len(unsafe))
+        if "Conv" in _ops(model):
+            model = _dynamic(model, QuantType.QUInt8, ["Conv"])
+        model = _dynamic(model, QuantType.QUInt8, ["MatMul"], only=unsafe)
+        plain = _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
+    safe = pair_safe.reorder(plain)
+    from distilvit.quantize.kernel_paths import saturating_gemms
+
+    left = saturating_gemms(safe)
+    if left:  # reorder pairs every group unpairable() did not name: this is a bug, not a property of the model
+        raise RuntimeError(f"pair-safe int8 left {len(left)} integer products that can saturate: {left[:3]}")
+    return safe
 
 
 def wide_input_matmuls(model: onnx.ModelProto) -> list[str]:
@@ -221,10 +274,13 @@ RECIPES = {
     "dynamic-int8": to_dynamic_int8,
     "dynamic-int8-per-channel": to_dynamic_int8_per_channel,
     "dynamic-int8-float-down-proj": to_dynamic_int8_float_down_proj,
+    "dynamic-int8-7bit": to_dynamic_int8_7bit,
+    "dynamic-int8-pair-safe": to_dynamic_int8_pair_safe,
+    "dynamic-uint8": to_dynamic_uint8,
     "weight-int8": to_weight_int8,
     "weight-int8-b128": to_weight_int8_b128,
 }
-Q8_RECIPE = "dynamic-int8"
+Q8_RECIPE = "dynamic-int8-pair-safe"
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -14,12 +14,13 @@ from distilvit.cli import app
 
 def test_bench_quality_builds_and_compares_every_candidate(short_run, tmp_path):
     out = tmp_path / "quality.md"
-    result = CliRunner().invoke(app, ["bench", "quality", str(short_run), "--recipes", "fp32,weight-int8,dynamic-int8",
+    result = CliRunner().invoke(app, ["bench", "quality", str(short_run), "--recipes",
+                                      "fp32,weight-int8,dynamic-int8,dynamic-int8@no-vnni,dynamic-int8-pair-safe",
                                       "--sample", "4", "--no-browser", "--workdir", str(tmp_path / "work"),
                                       "--output", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["recipes"] == ["fp32", "weight-int8", "dynamic-int8"]
+    assert report["recipes"] == ["fp32", "weight-int8", "dynamic-int8", "dynamic-int8@no-vnni", "dynamic-int8-pair-safe"]
     assert report["cpu"]["int8_kernel_path"] and "isa" in report["cpu"]
     fp32 = report["results"]["fp32"]["validation"]
     assert fp32["agreement"] == 1.0 and fp32["images"] == 4 and fp32["cider_vs_references"] is not None
@@ -34,6 +35,9 @@ def test_bench_quality_builds_and_compares_every_candidate(short_run, tmp_path):
     assert (report["results"]["weight-int8"]["sizes_bytes"]["decoder_model_merged"]
             < report["results"]["fp32"]["sizes_bytes"]["decoder_model_merged"])
     assert "| weight-int8 |" in out.read_text()
+    # @no-vnni: the recipe's graphs with the AVX2 kernel's saturation emulated (quantize/kernel_paths.py)
+    emulated = tmp_path / "work" / "candidates" / "dynamic-int8@no-vnni" / "onnx" / "decoder_model_merged_quantized.onnx"
+    assert any(n.name.startswith("u8s8_emulated_") for n in onnx.load_model(str(emulated)).graph.node)
 
 
 def test_an_unknown_recipe_is_one_clear_error(short_run, tmp_path):

@@ -54,6 +54,11 @@ def test_fp32_matches_in_both_runtimes_and_reports_are_complete(parity_exports, 
     markdown = report.with_suffix(".md").read_text()
     assert "| onnxruntime | fp32 | 100% |" in markdown
     assert "Parity with PyTorch" in (export / "README.md").read_text()
+    # q8 computes the same on every CPU; a dtype that does not (int8) is named in the report with what that means
+    assert data["cpu_dependent_dtypes"] == {} and "without VNNI" not in markdown
+    from distilvit.verify.report import markdown as render
+
+    assert "int8: full-range int8 weights" in render({**data, "cpu_dependent_dtypes": {"int8": 3}})
 
 
 def test_damaged_graph_is_caught_and_named(parity_exports, tmp_path):

@@ -28,6 +28,7 @@ from distilvit.export import constants as C
 log = logging.getLogger(__name__)
 
 SLOT = "q8"  # the dtype name every candidate's files are loaded under
+NO_VNNI = "@no-vnni"  # a recipe's name + this: its graphs computed as on x86 without VNNI (emulated, never timed)
 
 
 def candidates() -> dict[str, tuple]:
@@ -39,7 +40,18 @@ def candidates() -> dict[str, tuple]:
     for name, fn in modes.RECIPES.items():
         out[name] = (fn, " ".join((fn.__doc__ or "").split()).split(". ")[0].rstrip(".") + ".")
     out["q4"] = (modes.to_q4, "4-bit MatMulNBits, block 32, float activations (the `q4` dtype)")
+    for name, fn in modes.RECIPES.items():
+        if name.startswith("dynamic-"):
+            out[name + NO_VNNI] = (_on_no_vnni(fn), f"{name} as x86 CPUs without VNNI compute it (AVX2 u8 x s8 "
+                                   "multiply-adds: pairs of products saturated to 16 bits), emulated in onnxruntime "
+                                   "(quantize/kernel_paths.py); not timed")
     return out
+
+
+def _on_no_vnni(recipe):
+    from distilvit.quantize.kernel_paths import emulate_u8s8_without_vnni
+
+    return lambda model: emulate_u8s8_without_vnni(recipe(model))
 
 
 def _graphs(export_dir: Path) -> list[str]:
@@ -140,7 +152,7 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
         image = workdir / "bench-image.png"
         first = image_sets["validation"].loaders[0]()[0]  # [4, H, W] 0..255
         Image.fromarray(first.transpose(1, 2, 0).astype(np.uint8), "RGBA").save(image)
-        timed = interleaved_chromium({n: folders[n] for n in names}, image, tokens, repeats, os.cpu_count() or 1,
+        timed = interleaved_chromium({n: folders[n] for n in names if not n.endswith(NO_VNNI)}, image, tokens, repeats, os.cpu_count() or 1,
                                      rounds=rounds)
         for name, row in timed.items():
             results[name]["chromium_wasm"] = row

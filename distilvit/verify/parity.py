@@ -277,6 +277,8 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
         "pytorch_captions": reference.captions,
         "results": entries,
         "passed": all(e["passed"] for e in entries),
+        "cpu_dependent_dtypes": {d: n for d, n in (export_info.get("cpu_dependent_dtypes") or {}).items()
+                                 if d in dtypes},
         **stamp(),  # the CPU's instruction sets among them: quantized dtypes' captions can depend on them
     }
 

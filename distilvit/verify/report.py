@@ -94,6 +94,12 @@ def markdown(report: dict) -> str:
              f"**{'passed' if report['passed'] else 'FAILED'}**.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    dependent = report.get("cpu_dependent_dtypes") or {}
+    if dependent:
+        lines += ["", f"{', '.join(dependent)}: full-range int8 weights, whose integer products can saturate on x86 "
+                  "CPUs without VNNI (AVX2): there, onnxruntime and transformers.js in Node (native kernels) may "
+                  "caption differently from Chromium (WebAssembly, exact) and from this report. Every other dtype "
+                  "computes the same on every CPU (docs/quantization.md)."]
     divergent = [e for e in report["results"] if e["model"]["first_divergence"]]
     if divergent:
         lines += ["", "## First divergences (model parity)", ""]
