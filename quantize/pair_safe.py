@@ -1,14 +1,16 @@
 """Full-range int8 weights whose integer products cannot saturate on any CPU: each weight's rows (its input channels
 k) put in an order where no pair the x86 u8 x s8 kernel adds in 16 bits (k = 2j, 2j + 1; quantize/kernel_paths.py)
-holds two large same-signed weights, and the activations gathered in the same order in front of the quantization.
+holds two large same-signed weights, and the activations put in the same order in front of their quantization.
 
 An integer sum does not depend on the order of its terms, so on exact kernels (VNNI, WebAssembly, ARM) the reordered
 graph computes bit for bit what the plain one does, and on x86 without VNNI it now computes the same. A pair can
-saturate only when both weights have one sign and |w[2j]| + |w[2j+1]| > 128 (kernel_paths.SAFE_PAIR_SUM), so rows
-holding a weight over 64 are paired with rows that are small where they are large. MatMulIntegers that read one
-activation share its order (their weights are matched together). Trained weights pair easily (a real SmolLM2
-decoder: all 120 groups, 2026-12-07); uniform random ones often cannot (a freshly initialised vision tower): those
-groups are returned by `unpairable`, for the caller to quantize another way.
+saturate only when both weights have one sign and |w[2j]| + |w[2j+1]| > 128 (kernel_paths.SAFE_PAIR_SUM); trained
+weights have few such pairs (a real SmolLM2 decoder: 364 among 53 million), so each is mended by swapping one row
+with a row of another pair that is small where it is large, and only the channels that moved are gathered (a Gather
+and a ScatterElements over a copy: 501 channels of the real decoder's 92 groups; a Gather of every channel cost 25% of
+a caption in onnxruntime). MatMulIntegers that read one activation share its order (their weights are matched
+together). Uniform random weights (a freshly initialised vision tower) often cannot be mended: `unpairable` names
+those groups, for the caller to quantize another way (modes.py: 7 bits).
 
 What this does not know: how the weights were quantized (it reads the int8 graph only), or kernels that add other
 neighbours than (2j, 2j + 1); MLAS's packing interleaves rows k0..k3 of B and multiply-adds them in pairs.
@@ -22,7 +24,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distilvit.quantize.kernel_paths import SAFE_PAIR_SUM, reach
 
-HALF = SAFE_PAIR_SUM // 2  # a row whose weights are all within +-64 is safe beside any other such row
 BLOCK = 256  # candidate partners checked at once
 
 
@@ -41,40 +42,45 @@ def _risky(w: np.ndarray) -> bool:
     return bool((reach(w) > SAFE_PAIR_SUM).any())
 
 
+def _clashes(w: np.ndarray, row: int, rows: np.ndarray) -> np.ndarray:
+    """For each of `rows`: whether it and `row` can saturate as a pair (a column where both have one sign and add
+    past SAFE_PAIR_SUM)."""
+    return ((np.sign(w[rows]) == np.sign(w[row])) & (np.abs(w[rows]) + np.abs(w[row]) > SAFE_PAIR_SUM)).any(1)
+
+
 def pairing(w: np.ndarray) -> np.ndarray | None:
-    """An order of w's rows (int32 [K, N]) in which no pair (2j, 2j + 1) can saturate, or None. Greedy: the row with
-    the largest weight first, beside the smallest row it is compatible with (no column where both have one sign and
-    add past 128)."""
+    """An order of w's rows (int [K, N]) in which no pair (2j, 2j + 1) can saturate, moving as few rows as it can,
+    or None. Each unsafe pair (a, b) swaps b for a row c of another pair (d, c) such that (a, c) and (d, b) are both
+    safe, trying the rows with the smallest weights first; then a for c, likewise."""
     k = w.shape[0]
-    size = np.abs(w).max(1)
-    by_size = np.argsort(-size, kind="stable")
-    smallest_first = by_size[::-1]
-    free = np.ones(k, bool)
-    order: list[int] = []
-    for row in by_size:
-        if not free[row]:
-            continue
-        free[row] = False
-        if size[row] <= HALF:  # every row left is as small: any order is safe
-            order += [row] + [r for r in by_size if free[r]]
-            break
-        candidates = smallest_first[free[smallest_first]]
-        partner = None
-        for start in range(0, len(candidates), BLOCK):
-            block = candidates[start:start + BLOCK]
-            clash = (np.sign(w[block]) == np.sign(w[row])) & (np.abs(w[block]) + np.abs(w[row]) > SAFE_PAIR_SUM)
-            fits = np.flatnonzero(~clash.any(1))
-            if len(fits):
-                partner = block[fits[0]]
-                break
-        if partner is None:
-            if k % 2 and not free.any():  # an odd K's last row pairs with the kernel's zero padding
-                order.append(row)
-                continue
+    if k % 2:  # an odd K's last row pairs with the kernel's zero padding: a zero row stands for it here
+        w = np.concatenate([w, np.zeros((1, w.shape[1]), w.dtype)])
+    order = np.arange(w.shape[0])
+    by_size = np.argsort(np.abs(w).max(1), kind="stable")  # rows, smallest weights first
+    by_size = by_size[by_size < k]  # the padding row stays where the kernel puts it
+    for j in np.flatnonzero(reach(w).max(1) > SAFE_PAIR_SUM):
+        if not _clashes(w, order[2 * j], order[2 * j + 1:2 * j + 2])[0]:
+            continue  # an earlier swap made it safe
+        if not _swap(w, order, by_size, 2 * j, 2 * j + 1) and not _swap(w, order, by_size, 2 * j + 1, 2 * j):
             return None
-        free[partner] = False
-        order += [row, partner]
-    return np.array(order, np.int64)
+    return order[:k]
+
+
+def _swap(w: np.ndarray, order: np.ndarray, by_size: np.ndarray, keep: int, move: int) -> bool:
+    """Swap the row at position `move` for one at another pair's position p, so that both pairs become safe."""
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    for start in range(0, len(by_size), BLOCK):
+        rows = by_size[start:start + BLOCK]
+        positions = where[rows]
+        rows = rows[(positions // 2 != keep // 2)]
+        rows = rows[~_clashes(w, order[keep], rows)]
+        for row in rows:
+            p = where[row]
+            if not _clashes(w, order[p ^ 1], np.array([order[move]]))[0]:
+                order[p], order[move] = order[move], order[p]
+                return True
+    return False
 
 
 def unpairable(model: onnx.ModelProto) -> list[str]:
@@ -86,6 +92,18 @@ def unpairable(model: onnx.ModelProto) -> list[str]:
         if _risky(w) and pairing(w) is None:
             found += [n.name for n in nodes]
     return found
+
+
+def _moves(source: str, prefix: str, result: str) -> list[onnx.NodeProto]:
+    """`result` = `source` with the channels at `prefix/moved` taken from `prefix/from`: a Gather of the few moved
+    channels scattered over a copy (a Gather of every channel on the last axis cost onnxruntime 9 ns an element,
+    25% of a caption, 2026-12-07)."""
+    return [helper.make_node("Gather", [source, prefix + "/from"], [prefix + "/taken"], name=prefix + "/take", axis=-1),
+            helper.make_node("Shape", [prefix + "/taken"], [prefix + "/taken_shape"], name=prefix + "/shape"),
+            helper.make_node("Expand", [prefix + "/moved", prefix + "/taken_shape"], [prefix + "/at"],
+                             name=prefix + "/expand"),
+            helper.make_node("ScatterElements", [source, prefix + "/at", prefix + "/taken"], [result],
+                             name=prefix + "/put", axis=-1)]
 
 
 def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -105,7 +123,7 @@ def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
     for i, n in enumerate(nodes_in_order):
         for name in n.input:
             readers.setdefault(name, set()).add(i)
-    before: dict[int, onnx.NodeProto] = {}  # position -> the Gather to insert in front of it
+    before: dict[int, list] = {}  # position -> the nodes that reorder the activations, inserted in front of it
     for activation, nodes in _groups(model).items():
         w = np.concatenate([numpy_helper.to_array(weights[n.input[1]]).astype(np.int32) for n in nodes], 1)
         if not _risky(w):
@@ -114,28 +132,28 @@ def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
         if order is None:
             continue
         prefix = f"pair_safe/{activation}"
-        graph.initializer.append(numpy_helper.from_array(order, prefix + "/order"))
         members = [nodes_in_order[position[n.name]] for n in nodes]
         for n in members:  # a new initializer each: a weight another node also reads keeps its own order there
             name = n.input[1] + "/pair_safe"
             graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(weights[n.input[1]])[order], name))
             n.input[1] = name
+        moved = np.flatnonzero(order != np.arange(len(order)))
+        graph.initializer.extend([numpy_helper.from_array(moved.astype(np.int64), prefix + "/moved"),
+                                  numpy_helper.from_array(order[moved].astype(np.int64), prefix + "/from")])
         quantize = producers.get(activation)
         if quantize is not None and quantize.op_type == "DynamicQuantizeLinear" \
                 and readers[activation] == {position[n.name] for n in nodes}:
-            before[position[quantize.name]] = helper.make_node(
-                "Gather", [quantize.input[0], prefix + "/order"], [prefix + "/input"], name=prefix + "/gather", axis=-1)
-            quantize.input[0] = prefix + "/input"
+            source, at, result = quantize.input[0], position[quantize.name], prefix + "/input"
+            quantize.input[0] = result
         else:
-            before[min(position[n.name] for n in nodes)] = helper.make_node(
-                "Gather", [activation, prefix + "/order"], [prefix + "/quantized"], name=prefix + "/gather", axis=-1)
+            source, at, result = activation, min(position[n.name] for n in nodes), prefix + "/quantized"
             for n in members:
-                n.input[0] = prefix + "/quantized"
+                n.input[0] = result
+        before[at] = _moves(source, prefix, result)
     if before:
         ordered = []
         for i, n in enumerate(nodes_in_order):
-            if i in before:
-                ordered.append(before[i])
+            ordered += before.get(i, [])
             ordered.append(n)
         ordered = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
         del graph.node[:]
@@ -145,3 +163,4 @@ def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
         del graph.initializer[:]
         graph.initializer.extend(kept)
     return model
+

@@ -113,20 +113,21 @@ def test_q8_computes_the_same_on_every_int8_kernel_path_and_int8_does_not():
     assert not np.array_equal(run(emulate_u8s8_without_vnni(int8), **ids), run(int8, **ids))
 
 
-def test_a_weight_no_order_makes_safe_gets_uint8_weights_in_q8():
+def test_a_weight_no_order_makes_safe_gets_7_bit_weights_in_q8():
     """Rows that all hold large same-signed weights (here: every weight positive, as a freshly initialised layer can
-    be) cannot be paired safely: q8 gives that MatMul uint8 weights (u8 x u8 kernels cannot saturate) and keeps int8
-    for the rest; nothing in it can saturate."""
+    be) cannot be paired safely: q8 quantizes that MatMul to 7 bits (-64..64: no pair can reach past 16 bits, and
+    it stays on the int8 kernels) and keeps full-range int8 for the rest; nothing in it can saturate."""
     model = small_decoder_like()
     w1 = next(i for i in model.graph.initializer if i.name == "w1")
     w1.CopyFrom(numpy_helper.from_array(np.random.default_rng(1).uniform(0.9, 1.0, (16, 24)).astype(np.float32), "w1"))
     plain = modes.to_dynamic_int8(model)
     assert pair_safe.unpairable(plain) == ["up_quant"]
     q8 = modes.to_q8(model)
-    types = {i.name: i.data_type for i in q8.graph.initializer}
+    weights = {i.name: numpy_helper.to_array(i) for i in q8.graph.initializer}
     by_name = {n.name: n for n in q8.graph.node}
-    assert types[by_name["up_quant"].input[1]] == TensorProto.UINT8
-    assert types[by_name["down_quant"].input[1]] == TensorProto.INT8
+    up, down = weights[by_name["up_quant"].input[1]], weights[by_name["down_quant"].input[1]]
+    assert up.dtype == np.int8 and np.abs(up.astype(int)).max() == 64
+    assert down.dtype == np.int8 and np.abs(down.astype(int)).max() == 127
     assert saturating_gemms(q8) == []
 
 
