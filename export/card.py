@@ -110,7 +110,7 @@ def _trained_line(info: dict) -> str:
 def _cpu_line(info: dict) -> str:
     """Which dtypes' captions depend on the CPU, and the int8 kernels the agreement above was measured on."""
     dependent = info.get("cpu_dependent_dtypes") or {}
-    quantized = [d for d in info.get("dtypes", []) if d not in ("fp32", "fp16")]
+    quantized = [d for d in info.get("dtypes", []) if d in ("q8", "int8", "uint8")]  # the int8-kernel dtypes
     if not quantized and not dependent:
         return ""
     path = (info.get("cpu") or {}).get("int8_kernel_path", "unknown")

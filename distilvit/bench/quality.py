@@ -152,8 +152,8 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
         image = workdir / "bench-image.png"
         first = image_sets["validation"].loaders[0]()[0]  # [4, H, W] 0..255
         Image.fromarray(first.transpose(1, 2, 0).astype(np.uint8), "RGBA").save(image)
-        timed = interleaved_chromium({n: folders[n] for n in names if not n.endswith(NO_VNNI)}, image, tokens, repeats, os.cpu_count() or 1,
-                                     rounds=rounds)
+        timed = interleaved_chromium({n: folders[n] for n in names if not n.endswith(NO_VNNI)}, image, tokens,
+                                     repeats, os.cpu_count() or 1, rounds=rounds)
         for name, row in timed.items():
             results[name]["chromium_wasm"] = row
     return {"model": str(source.resolve()), "image_sets": {k: v.source for k, v in image_sets.items()},

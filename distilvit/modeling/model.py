@@ -114,7 +114,7 @@ def num_image_tokens(vision_config: SiglipVisionConfig) -> int:
 
 def build_captioner(encoder_source: str, decoder_source: str) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """A fresh captioner: pretrained encoder and decoder weights, a randomly initialised projector."""
-    vision_config = check_encoder(encoder_source)
+    check_encoder(encoder_source)  # a UserError before any weights load when it is not SigLIP
     text_config = check_decoder(decoder_source)
     tokenizer = load_tokenizer(decoder_source)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
