@@ -142,3 +142,28 @@ def test_pairing_puts_large_rows_beside_rows_small_where_they_are_large():
     assert sorted(order) == list(range(6))
     assert reach(w[order]).max() <= SAFE_PAIR_SUM < reach(w).max()
     assert pair_safe.pairing(np.full((4, 3), 100, np.int32)) is None  # every pair reaches 200
+
+
+def test_reordering_on_the_quantized_side_when_another_node_reads_the_quantization():
+    """When the quantized activations are also read by a node outside the group, the channels are reordered after the
+    quantization (uint8), not before it: the other reader sees them as they were, and the group's product is
+    unchanged on exact kernels and safe on saturating ones."""
+    rng = np.random.default_rng(5)
+    w = rng.integers(-20, 21, (8, 4)).astype(np.int8)
+    w[2:4, 1] = 100  # one pair reaching 200
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["a", "scale", "zero"], name="quantize"),
+         helper.make_node("MatMulInteger", ["a", "w", "zero"], ["y"], name="mm"),
+         helper.make_node("Identity", ["a"], ["seen"], name="other")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [2, 4]),
+         helper.make_tensor_value_info("seen", TensorProto.UINT8, [2, 8])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.abs(rng.normal(size=(2, 8))).astype(np.float32) * 3
+    safe = pair_safe.reorder(model)
+    assert saturating_gemms(model) == ["mm"] and saturating_gemms(safe) == []
+    assert any(n.op_type == "ScatterElements" and n.output[0].endswith("/quantized") for n in safe.graph.node)
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (model, safe)]
+    (y, seen), (y_safe, seen_safe) = (s.run(None, {"x": x}) for s in sessions)
+    assert np.array_equal(y, y_safe) and np.array_equal(seen, seen_safe)
