@@ -189,8 +189,8 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     pixels = PixelPreparer.from_model_dir(source)
     with atomic_dir(output, overwrite=overwrite, marker=C.EXPORT_CONFIG, what="export") as tmp:
         validation, timings, slimmed = _export_graphs(model, layout, tmp, source, pixels, slim)
-        timings.update(_quantize_graphs(tmp, graphs, plan))
-        cpu_dependent = _cpu_dependent(tmp, graphs, plan)
+        quantize_timings, cpu_dependent = _quantize_graphs(tmp, graphs, plan)
+        timings.update(quantize_timings)
         external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
                     if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
@@ -272,34 +272,25 @@ def _export_graphs(model, layout: C.Layout, tmp: Path, source: Path, pixels: Pix
     return validation, timings, slimmed
 
 
-def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> dict[str, float]:
+def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> tuple[dict[str, float], dict[str, int]]:
     """Every dtype file of the plan from the fp32 graphs in `tmp`, then the per-graph mix's (which reuses those files
-    or adds its own); returns the seconds each took."""
-    timings = {}
+    or adds its own); returns the seconds each took, and dtype -> how many of its integer GEMMs can saturate on x86
+    without VNNI (quantize/kernel_paths.py) for the dtypes whose captions therefore depend on the CPU's int8 kernels
+    (the others compute the same everywhere)."""
+    from distilvit.quantize.kernel_paths import saturating_gemms
+
+    timings, cpu_dependent = {}, {}
     wanted = {(g, d) for g in graphs for d in plan.dtypes if d != "fp32"} | \
         {(g, d) for g, d in plan.mix.items() if d != "fp32"}
     for graph, dtype in sorted(wanted):
         t0 = time.perf_counter()
         converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
+        saturating = len(saturating_gemms(converted))  # before saving, which may move its weights to a data file
         save_onnx(converted, tmp / C.onnx_file(graph, dtype))
         timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
-    return timings
-
-
-def _cpu_dependent(tmp: Path, graphs: tuple[str, ...], plan) -> dict[str, int]:
-    """dtype -> how many of its integer GEMMs can saturate on x86 without VNNI (quantize/kernel_paths.py), for the
-    dtypes whose captions therefore depend on the CPU's int8 kernels; the others compute the same everywhere."""
-    from distilvit.quantize.kernel_paths import saturating_gemms
-
-    found = {}
-    for dtype in dict.fromkeys([*plan.dtypes, *plan.mix.values()]):
-        if dtype == "fp32":
-            continue
-        count = sum(len(saturating_gemms(onnx.load_model(str(tmp / C.onnx_file(g, dtype)))))
-                    for g in graphs if (tmp / C.onnx_file(g, dtype)).is_file())
-        if count:
-            found[dtype] = count
-    return found
+        if saturating:
+            cpu_dependent[dtype] = cpu_dependent.get(dtype, 0) + saturating
+    return timings, cpu_dependent
 
 
 def _vocab_summary(model) -> dict | None:

@@ -37,30 +37,33 @@ SAFE_PAIR_SUM = INT16_MAX // U8_MAX
 INTEGER_GEMMS = ("MatMulInteger", "ConvInteger")
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+def initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
     return {i.name: i for i in model.graph.initializer}
 
 
+def pair_reach(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far weights a and b, multiplied by two u8 activations and added, can push a 16-bit sum, in units of the
+    largest activation (255): |a| + |b| when both have one sign, the larger of the two when they differ (a u8
+    activation is never negative, so opposite signs cannot add up). Elementwise, int32."""
+    a, b = a.astype(np.int32), b.astype(np.int32)
+    return np.maximum(np.maximum(a, 0) + np.maximum(b, 0), np.maximum(-a, 0) + np.maximum(-b, 0))
+
+
 def reach(weight: np.ndarray) -> np.ndarray:
-    """How far each pair (k = 2j, 2j + 1) of a weight can push its 16-bit sum, in units of the largest activation
-    (255): |w[2j]| + |w[2j+1]| when both have one sign, the larger of the two when they differ (a u8 activation is
-    never negative, so opposite signs cannot add up). Reduced axis: the first of a MatMul's [K, N] weight; a Conv's
-    [out, in, kh, kw] reduces over in x kh x kw. int32 [ceil(K / 2), N]."""
+    """`pair_reach` of each pair (k = 2j, 2j + 1) of a weight. Reduced axis: the first of a MatMul's [K, N] weight; a
+    Conv's [out, in, kh, kw] reduces over in x kh x kw. int32 [ceil(K / 2), N]."""
     w = weight.astype(np.int32)
     if w.ndim == 4:
         w = w.reshape(w.shape[0], -1).T
     if w.shape[0] % 2:
         w = np.concatenate([w, np.zeros((1,) + w.shape[1:], np.int32)])
-    even, odd = w[0::2], w[1::2]
-    up = np.maximum(even, 0) + np.maximum(odd, 0)
-    down = np.maximum(-even, 0) + np.maximum(-odd, 0)
-    return np.maximum(up, down)
+    return pair_reach(w[0::2], w[1::2])
 
 
 def worst_pair(model: onnx.ModelProto) -> dict[str, int]:
     """node name -> the largest `reach` of its constant int8 weight's pairs, for every integer GEMM with one (uint8
     weights run on u8 x u8 kernels, which never saturate, and are not listed)."""
-    weights = _initializers(model)
+    weights = initializers(model)
     found = {}
     for node in model.graph.node:
         if node.op_type in INTEGER_GEMMS and len(node.input) > 1 and node.input[1] in weights:
@@ -133,7 +136,7 @@ def emulate_u8s8_without_vnni(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(o.domain in ("", "ai.onnx") and o.version >= 16 for o in model.opset_import):
         raise ValueError("the emulation needs opset 16 or later (ScatterElements with reduction)")
     model = onnx.ModelProto.FromString(model.SerializeToString())
-    weights = _initializers(model)
+    weights = initializers(model)
     graph = model.graph
     new_nodes, new_inits = [], []
     for i, node in enumerate(graph.node):

@@ -169,17 +169,16 @@ def to_dynamic_int8_pair_safe(model: onnx.ModelProto) -> onnx.ModelProto:
     from distilvit.quantize import pair_safe
     from distilvit.quantize.kernel_paths import saturating_gemms
 
-    plain = to_dynamic_int8(model)
-    unsafe = [name.removesuffix("_quant") for name in pair_safe.unpairable(plain)]
-    if unsafe:
-        log.info("  %d MatMul(s) no order makes safe in full-range int8: 7-bit weights for them", len(unsafe))
+    safe, unmended = pair_safe.mend(to_dynamic_int8(model))
+    if unmended:
+        log.info("  %d MatMul(s) no order makes safe in full-range int8: 7-bit weights for them", len(unmended))
         if "Conv" in _ops(model):
             model = _dynamic(model, QuantType.QUInt8, ["Conv"])
-        model = _dynamic(model, QuantType.QInt8, ["MatMul"], only=unsafe, reduce_range=True)
-        plain = _dynamic(model, QuantType.QInt8, ["MatMul", "Gather"])
-    safe = pair_safe.reorder(plain)
+        model = _dynamic(model, QuantType.QInt8, ["MatMul"], only=[n.removesuffix("_quant") for n in unmended],
+                         reduce_range=True)
+        safe, _ = pair_safe.mend(_dynamic(model, QuantType.QInt8, ["MatMul", "Gather"]))
     left = saturating_gemms(safe)
-    if left:  # reorder pairs every group unpairable() did not name: this is a bug, not a property of the model
+    if left:  # mend orders every group it does not name: this is a bug, not a property of the model
         raise RuntimeError(f"pair-safe int8 left {len(left)} integer products that can saturate: {left[:3]}")
     return safe
 

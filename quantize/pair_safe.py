@@ -22,30 +22,29 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from distilvit.quantize.kernel_paths import SAFE_PAIR_SUM, reach
+from distilvit.quantize.kernel_paths import SAFE_PAIR_SUM, initializers, pair_reach, reach
 
 BLOCK = 256  # candidate partners checked at once
 
 
-def _groups(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
-    """Activation input -> the MatMulIntegers with a constant int8 weight that read it."""
-    weights = {i.name: i for i in model.graph.initializer}
+def _groups(model: onnx.ModelProto) -> list[tuple[str, list[onnx.NodeProto], np.ndarray]]:
+    """(activation input, the MatMulIntegers with a constant int8 weight that read it, their weights side by side as
+    int32 [K, sum of N])."""
+    weights = initializers(model)
     groups: dict[str, list] = {}
     for node in model.graph.node:
         if node.op_type == "MatMulInteger" and len(node.input) > 1 and node.input[1] in weights \
                 and weights[node.input[1]].data_type == TensorProto.INT8:
             groups.setdefault(node.input[0], []).append(node)
-    return groups
-
-
-def _risky(w: np.ndarray) -> bool:
-    return bool((reach(w) > SAFE_PAIR_SUM).any())
+    return [(activation, nodes, np.concatenate([numpy_helper.to_array(weights[n.input[1]]).astype(np.int32)
+                                                for n in nodes], 1))
+            for activation, nodes in groups.items()]
 
 
 def _clashes(w: np.ndarray, row: int, rows: np.ndarray) -> np.ndarray:
-    """For each of `rows`: whether it and `row` can saturate as a pair (a column where both have one sign and add
-    past SAFE_PAIR_SUM)."""
-    return ((np.sign(w[rows]) == np.sign(w[row])) & (np.abs(w[rows]) + np.abs(w[row]) > SAFE_PAIR_SUM)).any(1)
+    """For each of `rows`: whether it and `row` can saturate as a pair (`pair_reach` past SAFE_PAIR_SUM in a
+    column)."""
+    return (pair_reach(w[rows], w[row]) > SAFE_PAIR_SUM).any(1)
 
 
 def pairing(w: np.ndarray) -> np.ndarray | None:
@@ -83,15 +82,16 @@ def _swap(w: np.ndarray, order: np.ndarray, by_size: np.ndarray, keep: int, move
     return False
 
 
+def _orders(model: onnx.ModelProto) -> list[tuple[str, list[onnx.NodeProto], np.ndarray | None]]:
+    """(activation, its group, the order that makes it safe or None when none does) for every group that can
+    saturate as it is."""
+    return [(activation, nodes, pairing(w)) for activation, nodes, w in _groups(model)
+            if (reach(w) > SAFE_PAIR_SUM).any()]
+
+
 def unpairable(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMulIntegers (all that read one activation) whose int8 weights no order makes safe."""
-    weights = {i.name: i for i in model.graph.initializer}
-    found = []
-    for nodes in _groups(model).values():
-        w = np.concatenate([numpy_helper.to_array(weights[n.input[1]]).astype(np.int32) for n in nodes], 1)
-        if _risky(w) and pairing(w) is None:
-            found += [n.name for n in nodes]
-    return found
+    return [n.name for _, nodes, order in _orders(model) if order is None for n in nodes]
 
 
 def _moves(source: str, prefix: str, result: str) -> list[onnx.NodeProto]:
@@ -107,13 +107,18 @@ def _moves(source: str, prefix: str, result: str) -> list[onnx.NodeProto]:
 
 
 def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` with every pairable group's weight rows reordered and a Gather putting its activations in that order
-    (on the float input of its DynamicQuantizeLinear when only the group reads that quantization, so onnxruntime
-    still fuses quantization and product; on the quantized activations otherwise). Groups that are already safe are
-    left as they are; unpairable groups too (see `unpairable`)."""
+    """`model` with every pairable group mended (`mend`); unpairable groups left as they are."""
+    return mend(model)[0]
+
+
+def mend(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """(`model` with every pairable group's weight rows reordered and its moved channels put in that order (`_moves`:
+    on the float input of its DynamicQuantizeLinear when only the group reads that quantization, so onnxruntime
+    still fuses quantization and product; on the quantized activations otherwise), the names of the MatMulIntegers
+    no order makes safe, left as they are). Groups that are already safe are left as they are."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
-    weights = {i.name: i for i in graph.initializer}
+    weights = initializers(model)
     nodes_in_order = list(graph.node)  # one wrapper per node, compared by position below
     position = {n.name: i for i, n in enumerate(nodes_in_order)}
     if len(position) != len(nodes_in_order):
@@ -124,12 +129,10 @@ def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
         for name in n.input:
             readers.setdefault(name, set()).add(i)
     before: dict[int, list] = {}  # position -> the nodes that reorder the activations, inserted in front of it
-    for activation, nodes in _groups(model).items():
-        w = np.concatenate([numpy_helper.to_array(weights[n.input[1]]).astype(np.int32) for n in nodes], 1)
-        if not _risky(w):
-            continue
-        order = pairing(w)
+    unmended = []
+    for activation, nodes, order in _orders(model):
         if order is None:
+            unmended += [n.name for n in nodes]
             continue
         prefix = f"pair_safe/{activation}"
         members = [nodes_in_order[position[n.name]] for n in nodes]
@@ -162,5 +165,5 @@ def reorder(model: onnx.ModelProto) -> onnx.ModelProto:
         kept = [i for i in graph.initializer if i.name in read]
         del graph.initializer[:]
         graph.initializer.extend(kept)
-    return model
+    return model, unmended
 
