@@ -22,8 +22,9 @@ import typer
 
 from distilvit.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from distilvit.errors import UserError
-from distilvit.limits import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, MIN_DEFAULT_AGREEMENT, PIXEL_MAX_TOLERANCE,
-                              PIXEL_MEAN_TOLERANCE)
+from distilvit.limits import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, MIN_DEFAULT_AGREEMENT, MIN_DEFAULT_CIDER_RATIO,
+                              PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE)
+from distilvit.quantize import Q8_RECIPE
 
 IMAGE_TYPES = " ".join(IMAGE_SUFFIXES)  # what a folder given to caption, parity, export and bench contributes
 
@@ -321,7 +322,7 @@ def export(
     quantize: Optional[str] = typer.Option(None, help="Extra dtypes besides fp32: fp16,q8,int8,uint8,q4,q4f16,bnb4 or all; or a per-graph mix such as vision=q8,decoder=q4. q8 (dynamic int8, rows ordered so no product saturates) captions the same on every CPU; int8 may differ on x86 CPUs without VNNI (export_config.json cpu_dependent_dtypes)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder (only once the new export is complete)."),
     slim: bool = typer.Option(True, "--slim/--no-slim", help="Shrink graphs with onnxslim (validated again after)."),
-    agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own: its {IMAGE_TYPES} files) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
+    agreement_images: str = typer.Option("16", help=f"The ship gate: N of the training run's validation images (or DIR, a folder of your own: its {IMAGE_TYPES} files) on which each quantized dtype's captions are compared with fp32's; a dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of them, or less than {MIN_DEFAULT_CIDER_RATIO:.0%} of fp32's CIDEr-D where the images have reference captions, is written but never made the default. 0: skip (the default dtype is then unchecked). A merged folder outside its run falls back to N synthetic shapes, with a warning."),
 ):
     _setup_logging()
     from distilvit.export.exporter import export_model
@@ -329,8 +330,10 @@ def export(
     info = export_model(model_dir, output, _value(layout), quantize, overwrite, slim, agreement_images)
     for name, size in info["sizes_bytes"].items():
         typer.echo(f"  {name:45s} {size / 1e6:9.2f} MB")
+    from distilvit.export.agreement import describe
+
     for dtype, agreement in info["caption_agreement_with_fp32"].items():
-        typer.echo(f"  {dtype}: {agreement['caption_match_with_fp32']:.2f} of {agreement['images']} captions equal to fp32")
+        typer.echo(f"  {dtype}: {describe(agreement)}")
     default = info["default_dtype"]["dtype"]
     typer.echo(f"  default dtype: {next(iter(set(default.values()))) if len(set(default.values())) == 1 else default}")
     typer.echo(f"export: {output} ({info['layout']} layout, {info['seconds']['total']:.0f} s)")
@@ -525,7 +528,18 @@ def bench_train(
 @bench_app.command("quality", help=BENCH_COMMANDS["quality"])
 def bench_quality(
     model_dir: Path = typer.Argument(..., help="A training run or its merged/ folder (its validation images are read as training read them)."),
-    recipes: str = typer.Option("fp32,fp16,dynamic-int8-pair-safe,dynamic-int8-pair-safe@no-vnni,dynamic-int8,dynamic-int8@no-vnni,dynamic-int8-7bit,dynamic-uint8,weight-int8,q4", help="Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py (q8 is dynamic-int8-pair-safe); a dynamic recipe + @no-vnni: its graphs computed as x86 CPUs without VNNI compute them (AVX2 u8 x s8 multiply-adds, emulated; not timed)."),
+    recipes: str = typer.Option(
+        "fp32,fp16,stored-int8,stored-int8-per-channel,stored-int8-b128,dynamic-int8-pair-safe,dynamic-int8,"
+        "dynamic-int8@no-vnni,weight-int8,q4",
+        help=f"Candidates, comma-separated: fp32, fp16, q4 and the 8-bit recipes of quantize/modes.py (q8 is "
+             f"{Q8_RECIPE}); a dynamic recipe + @no-vnni: its graphs computed as x86 CPUs without VNNI compute them "
+             "(AVX2 u8 x s8 multiply-adds, emulated; not timed)."),
+    prose_model: Optional[Path] = typer.Option(
+        None, help="A run trained with --full-vocab (its merged/ folder or the run): also read real English prose "
+                   "(scikit-learn's dataset descriptions) with each candidate of it, as generation reads (token by "
+                   "token with the KV cache, and in single prefill calls), against its fp32 graphs: top-1 agreement, "
+                   "perplexity, greedy continuations. Defaults to MODEL_DIR when that has no caption vocabulary."),
+    prose_windows: int = typer.Option(12, min=1, help="Windows of 128 prose tokens to read (with --prose-model)."),
     sample: int = typer.Option(64, min=1, help="How many of the run's validation images to caption: the first N."),
     images: Optional[Path] = typer.Option(None, help=f"Also caption the image files ({IMAGE_TYPES}) in this folder (your photographs)."),
     workdir: Path = typer.Option(Path("runs/bench-quality"), help="Where the fp32 export (reused when the exporter code and model are the same) and each candidate's files are written."),
@@ -542,8 +556,10 @@ def bench_quality(
     for path in (output, output.with_suffix(".json")):
         check_writable_file(path, "bench report")
     check_creatable(workdir, "bench work folder")
+    if prose_model is None and quality.has_full_vocab(model_dir):
+        prose_model = model_dir
     report = quality.run_bench_quality(model_dir, workdir, _split_values([recipes]), sample, images, browser, tokens,
-                                       repeats, rounds)
+                                       repeats, rounds, prose_model=prose_model, prose_windows=prose_windows)
     output.parent.mkdir(parents=True, exist_ok=True)
     markdown = quality.markdown(report)
     write_file(output, markdown, "bench report")

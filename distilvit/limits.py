@@ -18,6 +18,9 @@ PIXEL_MEAN_TOLERANCE = 0.002
 # The ship gate (export/agreement.py): a quantized dtype becomes an export's default (what transformers.js and the
 # demo load) only if it keeps at least this share of fp32's greedy captions on the run's validation images.
 MIN_DEFAULT_AGREEMENT = 0.9
+# ... and, where the images have reference captions (the run's validation images), at least this share of fp32's
+# CIDEr-D against them: captions that differ may still be as good, or all worse.
+MIN_DEFAULT_CIDER_RATIO = 0.95
 
 # The image files commands take from a folder (caption DIR, verify parity --images, export --agreement-images,
 # bench quality --images): what browsers and sharp (transformers.js in Node) both decode. Training data folders

@@ -1,6 +1,7 @@
 """The ship gate: each quantized dtype's greedy captions against fp32's (onnxruntime, the export's own files) on
 images of the kind the model was trained on, and the rule that a dtype keeping fewer than MIN_DEFAULT_AGREEMENT of
-fp32's captions never becomes the export's default (the `transformers.js_config.dtype` its config.json names, which
+fp32's captions, or less than MIN_DEFAULT_CIDER_RATIO of fp32's CIDEr-D against the images' reference captions (where
+they have them: the run's validation images do, a folder does not), never becomes the export's default (the `transformers.js_config.dtype` its config.json names, which
 transformers.js and the demo load, and the card shows).
 
 Images (`export --agreement-images`):
@@ -25,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from distilvit.errors import UserError
-from distilvit.limits import MIN_DEFAULT_AGREEMENT
+from distilvit.limits import MIN_DEFAULT_AGREEMENT, MIN_DEFAULT_CIDER_RATIO
 
 log = logging.getLogger(__name__)
 
@@ -154,24 +155,56 @@ def caption_each(captioners: dict, images: AgreementImages, finite: bool = True)
 
 
 def measure(export_dir: Path, dtypes: list[str | dict], images: AgreementImages) -> dict[str, dict]:
-    """Greedy-caption agreement of each dtype (or per-graph mix) with fp32, in onnxruntime, on `images`."""
+    """Greedy-caption agreement of each dtype (or per-graph mix) with fp32, in onnxruntime, on `images`; where the
+    images have reference captions, also each one's CIDEr-D against them as a share of fp32's (`cider_ratio`: None
+    when fp32's own CIDEr-D is 0, which says nothing)."""
+    from tokenizers import Tokenizer
+
     from distilvit.export.ort_generate import OrtCaptioner
+    from distilvit.metrics import caption_scores
 
     labels = {(d if isinstance(d, str) else "mix"): d for d in dtypes}
     tokens = caption_each({"fp32": OrtCaptioner(export_dir, "fp32"),
                            **{label: OrtCaptioner(export_dir, d) for label, d in labels.items()}}, images)
     reference = tokens["fp32"]
+    tokenizer = Tokenizer.from_file(str(Path(export_dir) / "tokenizer.json"))
+
+    def cider(ids: list[list[int]]) -> float | None:
+        if not images.references:
+            return None
+        captions = [tokenizer.decode(t, skip_special_tokens=True).strip() for t in ids]
+        return caption_scores(captions, images.references)["cider"]
+
+    fp32_cider = cider(reference)
     result = {}
     for label in labels:
         same = sum(a == b for a, b in zip(tokens[label], reference))
+        score = cider(tokens[label])
         result[label] = {"caption_match_with_fp32": same / len(reference), "images": len(reference),
-                         "source": images.source}
-        log.info("  %s: %d/%d captions equal to fp32 (%s)", label, same, len(reference), images.source)
+                         "source": images.source, "cider": score, "fp32_cider": fp32_cider,
+                         "cider_ratio": score / fp32_cider if score is not None and fp32_cider else None}
+        log.info("  %s: %s", label, describe(result[label]))
     return result
 
 
+def describe(measured: dict) -> str:
+    """One line of a dtype's agreement: '14/16 captions equal to fp32, CIDEr-D 3.21 (98% of fp32's 3.27)'."""
+    line = f"{round(measured['caption_match_with_fp32'] * measured['images'])}/{measured['images']} captions equal " \
+           "to fp32"
+    if measured.get("cider") is not None:
+        ratio = measured.get("cider_ratio")
+        line += f", CIDEr-D {measured['cider']:.2f}" + (f" ({ratio:.0%} of fp32's {measured['fp32_cider']:.2f})"
+                                                       if ratio is not None else " (fp32's is 0: not compared)")
+    return line
+
+
 def passes(agreement: dict | None) -> bool:
-    return agreement is None or agreement["caption_match_with_fp32"] >= MIN_DEFAULT_AGREEMENT
+    """At least MIN_DEFAULT_AGREEMENT of fp32's captions and, where measured, MIN_DEFAULT_CIDER_RATIO of its CIDEr-D."""
+    if agreement is None:
+        return True
+    ratio = agreement.get("cider_ratio")
+    return agreement["caption_match_with_fp32"] >= MIN_DEFAULT_AGREEMENT and \
+        (ratio is None or ratio >= MIN_DEFAULT_CIDER_RATIO)
 
 
 def gate(preference: tuple[str, ...], dtypes: list[str], mix: dict[str, str], graphs: list[str],
@@ -182,8 +215,9 @@ def gate(preference: tuple[str, ...], dtypes: list[str], mix: dict[str, str], gr
     for label, measured in agreement.items():
         if not passes(measured):
             warnings.append(f"{label} keeps {measured['caption_match_with_fp32']:.0%} of fp32's captions on "
-                            f"{measured['source']} (< {MIN_DEFAULT_AGREEMENT:.0%}): it is written but is not the "
-                            "export's default")
+                            f"{measured['source']} ({describe(measured)}; the gate: >= {MIN_DEFAULT_AGREEMENT:.0%} of "
+                            f"the captions and >= {MIN_DEFAULT_CIDER_RATIO:.0%} of fp32's CIDEr-D): it is written but "
+                            "is not the export's default")
     if mix and passes(agreement.get("mix")):
         return {g: mix[g] for g in graphs}, warnings
     pick = next(d for d in preference if d in dtypes + ["fp32"] and (d == "fp32" or passes(agreement.get(d))))

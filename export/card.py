@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 from distilvit.export import constants as C
+from distilvit.export.agreement import describe
 from distilvit.export.constants import configured_dtype
-from distilvit.limits import MIN_DEFAULT_AGREEMENT
+from distilvit.limits import MIN_DEFAULT_AGREEMENT, MIN_DEFAULT_CIDER_RATIO
 from distilvit.modeling.prompt import JS_CALL, JS_PROMPT
 
 
@@ -110,9 +111,14 @@ def _trained_line(info: dict) -> str:
 def _cpu_line(info: dict) -> str:
     """Which dtypes' captions depend on the CPU, and the int8 kernels the agreement above was measured on."""
     dependent = info.get("cpu_dependent_dtypes") or {}
-    quantized = [d for d in info.get("dtypes", []) if d in ("q8", "int8", "uint8")]  # the int8-kernel dtypes
+    integer = info.get("integer_kernel_dtypes")
+    if integer is None:  # an export_config.json of before 2026-12-08: the dtypes that had integer kernels then
+        integer = {d: 1 for d in info.get("dtypes", []) if d in ("q8", "int8", "uint8")}
+    quantized = [d for d in info.get("dtypes", []) if d in integer]
+    floats = [d for d in info.get("dtypes", []) if d in ("q8", "int8", "uint8") and d not in integer]
     if not quantized and not dependent:
-        return ""
+        return ("\n\n" + ", ".join(floats) + ": 8-bit weights turned into float32 when the model loads; float "
+                "arithmetic, the same on every CPU.") if floats else ""
     path = (info.get("cpu") or {}).get("int8_kernel_path", "unknown")
     line = f"\n\nMeasured on int8 kernels: {path}. "
     if dependent:
@@ -121,7 +127,9 @@ def _cpu_line(info: dict) -> str:
                  "there may differ from these. ")
     exact = [d for d in quantized if d not in dependent]
     if exact:
-        line += ", ".join(exact) + ": the same integer arithmetic on every CPU and in the browser."
+        line += ", ".join(exact) + ": the same integer arithmetic on every CPU and in the browser. "
+    if floats:
+        line += ", ".join(floats) + ": 8-bit weights turned into float32 when the model loads; float arithmetic."
     return line.rstrip()
 
 
@@ -136,13 +144,13 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
     js = _js_snippet(info["layout"], dtype)
     python = _python_snippet(dtype)
     measured = info.get("caption_agreement_with_fp32", {})
-    agreement = "\n".join(f"- {d}: {a['caption_match_with_fp32']:.2f} of {a['images']} captions equal to fp32"
-                          for d, a in measured.items())
+    agreement = "\n".join(f"- {d}: {describe(a)}" for d, a in measured.items())
     images = next(iter(measured.values()), {}).get("source", "held-out images")
     gate = info.get("default_dtype") or {}
     if measured:
-        agreement += (f"\n\nA dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of fp32's captions is never the default "
-                      "above (`export --agreement-images`)." + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
+        agreement += (f"\n\nA dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of fp32's captions, or less than "
+                      f"{MIN_DEFAULT_CIDER_RATIO:.0%} of its CIDEr-D where the images have reference captions, is never "
+                      "the default above (`export --agreement-images`)." + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
     elif info.get("dtypes", ["fp32"]) != ["fp32"]:
         agreement = "- not measured (`--agreement-images 0`): the default dtype was not checked against fp32"
     agreement += _cpu_line(info)

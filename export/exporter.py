@@ -189,7 +189,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
     pixels = PixelPreparer.from_model_dir(source)
     with atomic_dir(output, overwrite=overwrite, marker=C.EXPORT_CONFIG, what="export") as tmp:
         validation, timings, slimmed = _export_graphs(model, layout, tmp, source, pixels, slim)
-        quantize_timings, cpu_dependent = _quantize_graphs(tmp, graphs, plan)
+        quantize_timings, cpu_dependent, integer = _quantize_graphs(tmp, graphs, plan)
         timings.update(quantize_timings)
         external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
                     if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
@@ -217,6 +217,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "validation": validation,
             "caption_agreement_with_fp32": agreements,
             "cpu_dependent_dtypes": cpu_dependent,
+            "integer_kernel_dtypes": integer,
             "default_dtype": {"dtype": dtype_config, "gate": f">= {MIN_DEFAULT_AGREEMENT} of fp32's captions",
                               "checked": bool(agreements) or not measured, "warnings": warnings},
             "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
@@ -274,23 +275,27 @@ def _export_graphs(model, layout: C.Layout, tmp: Path, source: Path, pixels: Pix
 
 def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> tuple[dict[str, float], dict[str, int]]:
     """Every dtype file of the plan from the fp32 graphs in `tmp`, then the per-graph mix's (which reuses those files
-    or adds its own); returns the seconds each took, and dtype -> how many of its integer GEMMs can saturate on x86
+    or adds its own); returns the seconds each took, dtype -> how many of its integer GEMMs can saturate on x86
     without VNNI (quantize/kernel_paths.py) for the dtypes whose captions therefore depend on the CPU's int8 kernels
-    (the others compute the same everywhere)."""
-    from distilvit.quantize.kernel_paths import saturating_gemms
+    (the others compute the same everywhere), and dtype -> how many integer GEMMs it has at all (dtypes that compute
+    in float, q8 among them, have none)."""
+    from distilvit.quantize.kernel_paths import INTEGER_GEMMS, saturating_gemms
 
-    timings, cpu_dependent = {}, {}
+    timings, cpu_dependent, integer = {}, {}, {}
     wanted = {(g, d) for g in graphs for d in plan.dtypes if d != "fp32"} | \
         {(g, d) for g, d in plan.mix.items() if d != "fp32"}
     for graph, dtype in sorted(wanted):
         t0 = time.perf_counter()
         converted = convert(onnx.load_model(str(tmp / C.onnx_file(graph, "fp32"))), DType(dtype))
         saturating = len(saturating_gemms(converted))  # before saving, which may move its weights to a data file
+        products = sum(n.op_type in INTEGER_GEMMS for n in converted.graph.node)
         save_onnx(converted, tmp / C.onnx_file(graph, dtype))
         timings[f"{graph}{C.DTYPE_SUFFIX[dtype]}"] = round(time.perf_counter() - t0, 1)
         if saturating:
             cpu_dependent[dtype] = cpu_dependent.get(dtype, 0) + saturating
-    return timings, cpu_dependent
+        if products:
+            integer[dtype] = integer.get(dtype, 0) + products
+    return timings, cpu_dependent, integer
 
 
 def _vocab_summary(model) -> dict | None:

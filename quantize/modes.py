@@ -2,12 +2,12 @@
 
     fp16   onnxruntime.transformers' float16 converter, graph inputs/outputs kept float32 (transformers.js
            feeds f32 pixel values, and image features must reach the decoder in its embeddings' dtype)
-    q8     RECIPES[Q8_RECIPE]: dynamic-int8-pair-safe: dynamic quantization with full-range int8 MatMul/Gather
-           weights (activations quantized per tensor at run time, a Conv's weights uint8), each weight's rows
-           ordered so that no integer product can saturate on any CPU (quantize/pair_safe.py): on VNNI and in the
-           browser bit for bit plain dynamic int8, and the same on x86 without VNNI, where plain int8 kept 101/200 of
-           the tiny model's captions (emulated, docs/export.md); a MatMul no order makes safe gets 7-bit weights.
-           The export's ship gate keeps a q8 that rewrites a real decoder's captions from being the default
+    q8     RECIPES[Q8_RECIPE]: stored-int8: MatMul/Gather/Conv weights stored as int8 in blocks of 32 with a float16
+           scale each, turned back into float32 by constant nodes onnxruntime folds when the session loads
+           (quantize/stored_int8.py): an int8 model's download, fp32's arithmetic. No activation is quantized, so a
+           real decoder's activation outliers cost nothing and the captions are the same on every CPU (no integer
+           products). Until 2026-12-08 q8 was dynamic-int8-pair-safe, which rewrote most of a real decoder's
+           captions (docs/quantization.md)
     int8   dynamic quantization, int8 weights (Conv left in float: no int8 ConvInteger kernel): the dynamic-int8
            recipe without the uint8 Conv pass, nor the reordering: on x86 without VNNI its captions differ
     uint8  dynamic quantization, uint8 weights
@@ -28,6 +28,8 @@ from enum import Enum
 from pathlib import Path
 
 import onnx
+
+from distilvit.quantize import Q8_RECIPE
 
 log = logging.getLogger(__name__)
 FLOAT32_NODE_PREFIX = "pixels/"  # nodes no conversion touches (export/pixel_graph.py names its nodes so)
@@ -262,15 +264,41 @@ def to_bnb4(model: onnx.ModelProto) -> onnx.ModelProto:
     return _gathers_to_int8(quantizer.model.model)
 
 
-# What `q8` means: one of RECIPES, chosen by measurement on a real decoder (docs/export.md, `bench quality`).
 def to_weight_int8_b128(model: onnx.ModelProto) -> onnx.ModelProto:
     """weight-int8 with blocks of 128 (fewer scales: a smaller file, coarser rounding)."""
     return _weight_only(model, 8, 128)
 
 
+def to_stored_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """8-bit weights in blocks of 32 with a float16 scale each, dequantized once when the session loads (constant
+    nodes onnxruntime folds), so the graph computes in float32 with 8-bit-rounded weights: an int8 download at fp32's
+    speed and memory, nothing quantized at run time (quantize/stored_int8.py)."""
+    from distilvit.quantize.stored_int8 import to_stored_int8 as convert_blocks
+
+    return convert_blocks(model, 32, skip_prefix=FLOAT32_NODE_PREFIX)
+
+
+def to_stored_int8_b128(model: onnx.ModelProto) -> onnx.ModelProto:
+    """stored-int8 with blocks of 128 (fewer scales: a smaller file, coarser rounding)."""
+    from distilvit.quantize.stored_int8 import to_stored_int8 as convert_blocks
+
+    return convert_blocks(model, 128, skip_prefix=FLOAT32_NODE_PREFIX)
+
+
+def to_stored_int8_per_channel(model: onnx.ModelProto) -> onnx.ModelProto:
+    """stored-int8 with one scale per output channel (the whole reduced axis in one block)."""
+    from distilvit.quantize.stored_int8 import to_stored_int8 as convert_blocks
+
+    return convert_blocks(model, 0, skip_prefix=FLOAT32_NODE_PREFIX)
+
+
 # Candidate recipes for 8-bit weights, measured against each other on a real decoder by `distilvit-web bench
-# quality` (distilvit/bench/quality.py, docs/quantization.md).
+# quality` (distilvit/bench/quality.py, docs/quantization.md). What `q8` means is Q8_RECIPE, one of them, chosen by
+# that measurement.
 RECIPES = {
+    "stored-int8": to_stored_int8,
+    "stored-int8-b128": to_stored_int8_b128,
+    "stored-int8-per-channel": to_stored_int8_per_channel,
     "dynamic-int8": to_dynamic_int8,
     "dynamic-int8-per-channel": to_dynamic_int8_per_channel,
     "dynamic-int8-float-down-proj": to_dynamic_int8_float_down_proj,
@@ -280,7 +308,6 @@ RECIPES = {
     "weight-int8": to_weight_int8,
     "weight-int8-b128": to_weight_int8_b128,
 }
-Q8_RECIPE = "dynamic-int8-pair-safe"
 
 
 def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:

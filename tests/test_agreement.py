@@ -14,7 +14,7 @@ from distilvit.errors import UserError
 from distilvit.export import agreement
 from distilvit.export.constants import BROWSER_PREFERENCE, configured_dtype
 from distilvit.export.exporter import export_model
-from distilvit.limits import MIN_DEFAULT_AGREEMENT
+from distilvit.limits import MIN_DEFAULT_AGREEMENT, MIN_DEFAULT_CIDER_RATIO
 
 GRAPHS = ["encoder_model", "decoder_model_merged"]
 
@@ -36,6 +36,15 @@ def test_a_dtype_below_the_gate_is_never_the_default():
     mix = {"encoder_model": "q8", "decoder_model_merged": "q4"}
     assert agreement.gate(BROWSER_PREFERENCE, ["fp32"], mix, GRAPHS, {"mix": passing})[0] == mix
     assert agreement.gate(BROWSER_PREFERENCE, ["fp32"], mix, GRAPHS, {"mix": failing})[0] == {g: "fp32" for g in GRAPHS}
+    # CIDEr-D against the references as a share of fp32's, where the images have references: below the bound fails
+    # even with every caption's share of equality above the gate; a zero fp32 CIDEr-D (None) says nothing
+    worse = {**passing, "cider": 2.0, "fp32_cider": 2.5, "cider_ratio": 0.8}
+    pick, warnings = agreement.gate(BROWSER_PREFERENCE, ["fp32", "q8"], {}, GRAPHS, {"q8": worse})
+    assert pick == {g: "fp32" for g in GRAPHS} and "CIDEr-D 2.00 (80% of fp32's 2.50)" in warnings[0]
+    as_good = {**passing, "cider": 2.4, "fp32_cider": 2.5, "cider_ratio": MIN_DEFAULT_CIDER_RATIO}
+    assert agreement.gate(BROWSER_PREFERENCE, ["fp32", "q8"], {}, GRAPHS, {"q8": as_good})[0] == {g: "q8" for g in GRAPHS}
+    unscored = {**passing, "cider": 0.0, "fp32_cider": 0.0, "cider_ratio": None}
+    assert agreement.gate(BROWSER_PREFERENCE, ["fp32", "q8"], {}, GRAPHS, {"q8": unscored})[0] == {g: "q8" for g in GRAPHS}
     # not measured (--agreement-images 0): nothing to gate on, the preference stands
     assert agreement.gate(BROWSER_PREFERENCE, ["fp32", "q8"], {}, GRAPHS, {})[0] == {g: "q8" for g in GRAPHS}
 
@@ -54,7 +63,8 @@ def test_export_measures_on_the_runs_validation_images_by_default(short_run, tmp
     assert q8["source"] == f"{q8['images']} validation images of synthetic (run {short_run.name})"
     gate = info["default_dtype"]
     assert gate["checked"] and configured_dtype(tmp_path / "export") == gate["dtype"]["decoder_model_merged"]
-    assert (q8["caption_match_with_fp32"] >= MIN_DEFAULT_AGREEMENT) == (gate["dtype"]["decoder_model_merged"] == "q8")
+    assert q8["cider"] is not None and q8["fp32_cider"] > 0 and q8["cider_ratio"] == q8["cider"] / q8["fp32_cider"]
+    assert agreement.passes(q8) == (gate["dtype"]["decoder_model_merged"] == "q8")
     assert "validation images of synthetic" in (tmp_path / "export" / "README.md").read_text()
 
 

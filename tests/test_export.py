@@ -25,9 +25,9 @@ ALL_DTYPES = ["fp32", "fp16", "q8", "int8", "uint8", "q4", "q4f16", "bnb4"]
 # more quantization flips on another machine or seed. fp32 must be exact.
 MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.9, "q8": 0.8, "int8": 0.8, "uint8": 0.8, "q4": 0.75, "q4f16": 0.75, "bnb4": 0.75}
 # On x86 without VNNI (AVX2) the int8 dtype's full-range int8 weights run on u8 x s8 multiply-adds that saturate
-# (quantize/kernel_paths.py); every other dtype computes the same there (q8's rows are reordered so nothing can
-# saturate). int8's bound on that kernel path: 8/16 measured with the emulation on the tiny preset trained
-# 2026-12-06 (15/16 on VNNI; docs/export.md, "q8 computes the same on every CPU"), two flips of room as above.
+# (quantize/kernel_paths.py); every other dtype computes the same there (q8 computes in float32, uint8's u8 x u8
+# products are exact). int8's bound on that kernel path: 8/16 measured with the emulation on the tiny preset trained
+# 2026-12-06 (15/16 on VNNI; docs/export.md, "Dynamic int8 and the CPU's int8 kernels"), two flips of room as above.
 MIN_AGREEMENT_NO_VNNI = {**MIN_AGREEMENT, "int8": 6 / 16}
 NO_VNNI = "without VNNI"  # in provenance.cpu()'s int8_kernel_path on such a CPU
 
@@ -183,13 +183,14 @@ def test_onnxruntime_greedy_captions_against_pytorch(exports, pytorch_tokens, te
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", ["pipeline", "llava"])
 def test_only_int8_depends_on_the_cpus_int8_kernels(exports, pytorch_tokens, test_images, tmp_path, layout):
-    """q8 and uint8 compute the same on every CPU (no integer product can saturate), int8 does not: export_config.json
-    says so, and int8's graphs computed as x86 without VNNI computes them (emulated here, whatever this CPU is) keep
+    """q8 and uint8 compute the same on every CPU (q8 has no integer product, uint8's cannot saturate), int8 does not:
+    export_config.json says so, and int8's graphs computed as x86 without VNNI computes them (emulated here, whatever this CPU is) keep
     the bound measured for that kernel path, while q8's, emulated the same way, give this CPU's captions exactly."""
     from distilvit.pixels import decode_rgba, raw_tensor
 
     folder, info = exports[layout]
     assert set(info["cpu_dependent_dtypes"]) == {"int8"}, info["cpu_dependent_dtypes"]
+    assert "q8" not in info["integer_kernel_dtypes"] and {"int8", "uint8"} <= set(info["integer_kernel_dtypes"])
     assert "int8 (" in (folder / "README.md").read_text()  # the card names it
     pixels = np.concatenate([raw_tensor(decode_rgba(image)).numpy() for image in test_images])
     emulated = int8_graphs_emulated(folder, info, tmp_path / "emulated")
@@ -235,7 +236,7 @@ def test_transformers_js_captions_equal_pytorch(exports, trained_tiny, test_imag
         assert got == load_captioner(trained_tiny).caption(test_images)
     else:
         # q8 against PyTorch is quantization error, held to MIN_AGREEMENT in the onnxruntime test above (the same on
-        # every CPU: q8's integer products cannot saturate, test_only_int8_depends_on_the_cpus_int8_kernels). What
+        # every CPU: q8 computes in float32, test_only_int8_depends_on_the_cpus_int8_kernels). What
         # transformers.js must add is nothing: the same files give onnxruntime's captions exactly.
         assert got == OrtCaptioner(exports[layout][0], dtype).caption_files(paths, max_new_tokens=13)
 

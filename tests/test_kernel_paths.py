@@ -94,13 +94,16 @@ def small_decoder_like() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
-def test_q8_computes_the_same_on_every_int8_kernel_path_and_int8_does_not():
-    """The recipes on one graph: q8's integer GEMMs cannot saturate (none flagged, the emulated no-VNNI graph gives
-    bit-identical outputs) and, its rows only reordered, it computes bit for bit what plain dynamic int8 computes on
-    this CPU's exact kernels; the int8 dtype's full-range weights can saturate (flagged; emulated outputs differ)."""
+def test_pair_safe_int8_computes_the_same_on_every_int8_kernel_path_and_int8_does_not():
+    """The recipes on one graph: pair-safe int8's integer GEMMs cannot saturate (none flagged, the emulated no-VNNI
+    graph gives bit-identical outputs) and, its rows only reordered, it computes bit for bit what plain dynamic int8
+    computes on this CPU's exact kernels; the int8 dtype's full-range weights can saturate (flagged; emulated outputs
+    differ). q8 (stored-int8) has no integer product at all."""
     model = small_decoder_like()
     ids = {"ids": np.array([[1, 2, 3, 4, 5]], np.int64)}
-    q8 = modes.to_q8(model)
+    assert saturating_gemms(modes.to_q8(model)) == []
+    assert not {"MatMulInteger", "ConvInteger"} & {n.op_type for n in modes.to_q8(model).graph.node}
+    q8 = modes.to_dynamic_int8_pair_safe(model)
     plain = modes.to_dynamic_int8(model)
     assert saturating_gemms(plain) and "Gather" in {n.op_type for n in q8.graph.node if n.name.startswith("pair_safe/")}
     assert saturating_gemms(q8) == []
@@ -115,16 +118,16 @@ def test_q8_computes_the_same_on_every_int8_kernel_path_and_int8_does_not():
     assert not np.array_equal(run(emulate_u8s8_without_vnni(int8), **ids), run(int8, **ids))
 
 
-def test_a_weight_no_order_makes_safe_gets_7_bit_weights_in_q8():
+def test_a_weight_no_order_makes_safe_gets_7_bit_weights_in_pair_safe_int8():
     """Rows that all hold large same-signed weights (here: every weight positive, as a freshly initialised layer can
-    be) cannot be paired safely: q8 quantizes that MatMul to 7 bits (-64..64: no pair can reach past 16 bits, and
+    be) cannot be paired safely: pair-safe int8 quantizes that MatMul to 7 bits (-64..64: no pair can reach past 16 bits, and
     it stays on the int8 kernels) and keeps full-range int8 for the rest; nothing in it can saturate."""
     model = small_decoder_like()
     w1 = next(i for i in model.graph.initializer if i.name == "w1")
     w1.CopyFrom(numpy_helper.from_array(np.random.default_rng(1).uniform(0.9, 1.0, (16, 24)).astype(np.float32), "w1"))
     plain = modes.to_dynamic_int8(model)
     assert pair_safe.unpairable(plain) == ["up_quant"]
-    q8 = modes.to_q8(model)
+    q8 = modes.to_dynamic_int8_pair_safe(model)
     weights = {i.name: numpy_helper.to_array(i) for i in q8.graph.initializer}
     by_name = {n.name: n for n in q8.graph.node}
     up, down = weights[by_name["up_quant"].input[1]], weights[by_name["down_quant"].input[1]]

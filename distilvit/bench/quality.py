@@ -98,22 +98,75 @@ def score(tokens: list[list[int]], captions: list[str], fp32_tokens: list[list[i
     from distilvit.metrics import caption_scores
 
     same = sum(a == b for a, b in zip(tokens, fp32_tokens))
-    return {"agreement": same / len(tokens), "equal": same, "images": len(tokens),
-            "cider_vs_references": caption_scores(captions, references)["cider"] if references else None,
+    cider = caption_scores(captions, references)["cider"] if references else None
+    fp32_cider = caption_scores(fp32_captions, references)["cider"] if references else None
+    return {"agreement": same / len(tokens), "equal": same, "images": len(tokens), "cider_vs_references": cider,
+            "cider_ratio": cider / fp32_cider if cider is not None and fp32_cider else None,
             "cider_vs_fp32": caption_scores(captions, [[c] for c in fp32_captions])["cider"]}
 
 
+def has_full_vocab(model_dir: Path) -> bool:
+    """Whether a run or merged folder generates from its decoder's whole vocabulary (no caption vocabulary)."""
+    from transformers import AutoConfig
+
+    from distilvit.modeling import caption_vocab
+    from distilvit.modeling.caption import resolve_model_dir
+
+    return not caption_vocab.of(AutoConfig.from_pretrained(resolve_model_dir(model_dir, merge_if_needed=True)))
+
+
+def _fp32_export(source: Path, fp32_dir: Path) -> None:
+    """`source` exported in fp32 to `fp32_dir`, unless the folder already holds this exporter's export of it."""
+    from distilvit.bench.variants import needs_export
+    from distilvit.export.exporter import export_model
+
+    if needs_export(fp32_dir) or \
+            json.loads((fp32_dir / C.EXPORT_CONFIG).read_text())["source_model"] != str(source.resolve()):
+        export_model(source, fp32_dir, agreement_images=0, overwrite=True)
+
+
+def prose_fidelity(prose_model: Path, workdir: Path, names: list[str], windows: int, window: int) -> dict:
+    """Text fidelity (distilvit/bench/text_fidelity.py) of every candidate but fp32 on `prose_model` (a run or merged
+    folder without a caption vocabulary), each against fp32's reading: name -> TextFidelity as a dict, plus the
+    prose's source and the fp32 perplexity under "_prose"."""
+    from distilvit.bench import text_fidelity
+    from distilvit.modeling.caption import resolve_model_dir
+    from distilvit.errors import UserError
+
+    source = resolve_model_dir(prose_model, merge_if_needed=True)
+    if not has_full_vocab(source):
+        raise UserError(f"--prose-model {prose_model}: it generates only its captions' tokens (a caption vocabulary), "
+                        "so prose cannot be scored on it; train a few steps with --full-vocab for this")
+    fp32_dir = workdir / "prose-fp32"
+    _fp32_export(source, fp32_dir)
+    text = text_fidelity.prose(fp32_dir / "tokenizer.json", windows, window)
+    log.info("prose: %d windows of %d tokens of %s, read by fp32", windows, window, text.source)
+    reference = text_fidelity.read(fp32_dir, "fp32", text)
+    out = {"_prose": {"source": text.source, "model": str(source.resolve()), "windows": windows, "window": window}}
+    for name in names:
+        if name == "fp32":
+            continue
+        folder = workdir / "prose-candidates" / name
+        build_candidate(fp32_dir, folder, name)
+        out[name] = text_fidelity.compare(text_fidelity.read(folder, SLOT, text), reference).as_dict()
+        log.info("prose, %s: top-1 %.1f%% of fp32's, perplexity x%.3f", name, 100 * out[name]["top1_agreement"],
+                 out[name]["perplexity_ratio"])
+        shutil.rmtree(folder)  # a real decoder's candidate is hundreds of MB: one on disk at a time
+    return out
+
+
 def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: int, images_dir: Path | None,
-                      browser: bool, tokens: int, repeats: int, rounds: int) -> dict:
+                      browser: bool, tokens: int, repeats: int, rounds: int, prose_model: Path | None = None,
+                      prose_windows: int = 12, prose_window: int = 128) -> dict:
     """Build every candidate in `workdir`, caption `sample` of the run's validation images (and `images_dir`'s
-    images) with each, and with `browser` time each in Chromium; return the report."""
+    images) with each, and with `browser` time each in Chromium; with `prose_model` (a `--full-vocab` run), read
+    prose with each candidate of that model too (prose_fidelity); return the report."""
     from transformers import AutoTokenizer
 
-    from distilvit.bench.variants import interleaved_chromium, needs_export
+    from distilvit.bench.variants import interleaved_chromium
     from distilvit.modeling.caption import resolve_model_dir
     from distilvit.errors import UserError
     from distilvit.export import agreement
-    from distilvit.export.exporter import export_model
     from distilvit.export.ort_generate import OrtCaptioner
     from distilvit.provenance import stamp
 
@@ -125,9 +178,7 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
     if images_dir is not None:
         image_sets["photographs"] = agreement.load_images(agreement.parse_spec(images_dir), source)
     fp32_dir = workdir / "fp32"
-    if needs_export(fp32_dir) or \
-            json.loads((fp32_dir / C.EXPORT_CONFIG).read_text())["source_model"] != str(source.resolve()):
-        export_model(source, fp32_dir, agreement_images=0, overwrite=True)
+    _fp32_export(source, fp32_dir)
     tokenizer = AutoTokenizer.from_pretrained(fp32_dir)
     folders = {name: workdir / "candidates" / name for name in dict.fromkeys(["fp32", *names])}
     sizes = {name: build_candidate(fp32_dir, folder, name) for name, folder in folders.items()}
@@ -156,9 +207,22 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
                                      repeats, os.cpu_count() or 1, rounds=rounds)
         for name, row in timed.items():
             results[name]["chromium_wasm"] = row
-    return {"model": str(source.resolve()), "image_sets": {k: v.source for k, v in image_sets.items()},
+    prose = None
+    if prose_model is not None:
+        prose = prose_fidelity(prose_model, workdir, names, prose_windows, prose_window)
+        for name in names:
+            results[name]["prose"] = prose.get(name)
+    return {"prose": prose["_prose"] if prose else None, "model": str(source.resolve()), "image_sets": {k: v.source for k, v in image_sets.items()},
             "recipes": names, "results": results, "examples": examples, "tokens": tokens, "repeats": repeats,
             "rounds": rounds, **stamp()}
+
+
+def _cider_cell(scores: dict) -> str:
+    refs = scores["cider_vs_references"]
+    if refs is None:
+        return f"- / {scores['cider_vs_fp32']:.2f}"
+    ratio = scores.get("cider_ratio")
+    return f"{refs:.2f}" + (f" ({ratio:.1%})" if ratio is not None else "") + f" / {scores['cider_vs_fp32']:.2f}"
 
 
 def markdown(report: dict) -> str:
@@ -169,19 +233,37 @@ def markdown(report: dict) -> str:
              f"Written by `distilvit-web bench quality` on `{report['model']}`, {report['created']}. "
              f"{cpu_line(report)}Images: " + "; ".join(f"{k}: {v}" for k, v in sets.items()) + ".", "",
              "Agreement: captions token for token equal to fp32's (onnxruntime, greedy). CIDEr-D against the "
-             "references and against fp32's captions. Chromium: stock transformers.js, WebAssembly, every core, "
-             f"{report['tokens']} tokens, the median of {report['rounds']} rounds taken in turns.", ""]
-    header = ["recipe", "MB"] + [f"{s} agreement" for s in sets] + [f"{s} CIDEr-D refs / fp32" for s in sets] + \
-        ["Chromium caption ms", "per token ms"]
+             "references (in brackets: as a share of fp32's) and against fp32's captions. Chromium: stock "
+             f"transformers.js, WebAssembly, every core, {report['tokens']} tokens, the median of {report['rounds']} "
+             "rounds taken in turns; page peak: the page's renderer memory above what it held before the model "
+             "loaded.", ""]
+    prose = report.get("prose")
+    if prose:
+        lines += [f"Prose: {prose['windows']} windows of {prose['window']} tokens of {prose['source']}, read by "
+                  f"`{prose['model']}` (a `--full-vocab` run: the pretrained decoder's own vocabulary) as generation "
+                  "reads: top-1 = the next-token argmax equal to fp32's, token by token with the KV cache; perplexity "
+                  "as a ratio to fp32's; prefill top-1 = single calls over the image prefix and many tokens (one "
+                  "activation scale over all of them in a dynamic recipe); continuations = 32 greedy tokens equal to "
+                  "fp32's, whole.", ""]
+    header = ["recipe", "MB"] + [f"{s} agreement" for s in sets] + \
+        [f"{s} CIDEr-D refs (x fp32) / vs fp32" for s in sets]
+    if prose:
+        header += ["prose top-1", "prose perplexity x fp32", "prefill top-1", "continuations equal"]
+    header += ["Chromium caption ms", "per token ms", "page peak MiB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in report["recipes"]:
         r = report["results"][name]
         row = [name, f"{sum(r['sizes_bytes'].values()) / 1e6:.1f}"]
         row += [f"{r[s]['equal']}/{r[s]['images']} ({r[s]['agreement']:.0%})" for s in sets]
-        row += [(f"{r[s]['cider_vs_references']:.2f}" if r[s]["cider_vs_references"] is not None else "-")
-                + f" / {r[s]['cider_vs_fp32']:.2f}" for s in sets]
+        row += [_cider_cell(r[s]) for s in sets]
+        if prose:
+            p = r.get("prose")
+            row += ([f"{p['top1_agreement']:.1%}", f"{p['perplexity_ratio']:.3f}", f"{p['prefill_top1_agreement']:.1%}",
+                     f"{p['continuations_equal']}/{p['continuations']}"] if p else ["-"] * 4)
         web = r.get("chromium_wasm")
-        row += [f"{web['total_ms']:.0f}" if web else "-", f"{web['per_token_ms']:.1f}" if web else "-"]
+        peak = (web or {}).get("page_peak_mib")
+        row += [f"{web['total_ms']:.0f}" if web else "-", f"{web['per_token_ms']:.1f}" if web else "-",
+                f"{peak:.0f}" if peak else "-"]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Recipes:", ""] + [f"- `{n}`: {report['results'][n]['what']}" for n in report["recipes"]]
     for set_name, ex in report["examples"].items():

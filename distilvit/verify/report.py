@@ -99,7 +99,7 @@ def markdown(report: dict) -> str:
         lines += ["", f"{', '.join(dependent)}: full-range int8 weights, whose integer products can saturate on x86 "
                   "CPUs without VNNI (AVX2): there, onnxruntime and transformers.js in Node (native kernels) may "
                   "caption differently from Chromium (WebAssembly, exact) and from this report. Every other dtype "
-                  "computes the same on every CPU (docs/export.md, \"q8 computes the same on every CPU\")."]
+                  "computes the same on every CPU (docs/export.md, \"Dynamic int8 and the CPU's int8 kernels\")."]
     divergent = [e for e in report["results"] if e["model"]["first_divergence"]]
     if divergent:
         lines += ["", "## First divergences (model parity)", ""]
