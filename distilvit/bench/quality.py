@@ -125,18 +125,24 @@ def _fp32_export(source: Path, fp32_dir: Path) -> None:
         export_model(source, fp32_dir, agreement_images=0, overwrite=True)
 
 
-def prose_fidelity(prose_model: Path, workdir: Path, names: list[str], windows: int, window: int) -> dict:
-    """Text fidelity (distilvit/bench/text_fidelity.py) of every candidate but fp32 on `prose_model` (a run or merged
-    folder without a caption vocabulary), each against fp32's reading: name -> TextFidelity as a dict, plus the
-    prose's source and the fp32 perplexity under "_prose"."""
-    from distilvit.bench import text_fidelity
-    from distilvit.modeling.caption import resolve_model_dir
+def prose_source(prose_model: Path) -> Path:
+    """The merged folder of `prose_model`; a UserError when it has a caption vocabulary (checked before any work)."""
     from distilvit.errors import UserError
+    from distilvit.modeling.caption import resolve_model_dir
 
     source = resolve_model_dir(prose_model, merge_if_needed=True)
     if not has_full_vocab(source):
         raise UserError(f"--prose-model {prose_model}: it generates only its captions' tokens (a caption vocabulary), "
                         "so prose cannot be scored on it; train a few steps with --full-vocab for this")
+    return source
+
+
+def prose_fidelity(source: Path, workdir: Path, names: list[str], windows: int, window: int) -> dict:
+    """Text fidelity (distilvit/bench/text_fidelity.py) of every candidate but fp32 on `source` (a merged folder
+    without a caption vocabulary, `prose_source`), each against fp32's reading: name -> TextFidelity as a dict, plus
+    the prose's source and model under "_prose"."""
+    from distilvit.bench import text_fidelity
+
     fp32_dir = workdir / "prose-fp32"
     _fp32_export(source, fp32_dir)
     text = text_fidelity.prose(fp32_dir / "tokenizer.json", windows, window)
@@ -174,6 +180,7 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
     if unknown:
         raise UserError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(candidates())}")
     source = resolve_model_dir(model_dir, merge_if_needed=True)
+    prose_model = prose_source(prose_model) if prose_model is not None else None
     image_sets = {"validation": agreement.load_images(sample, source)}
     if images_dir is not None:
         image_sets["photographs"] = agreement.load_images(agreement.parse_spec(images_dir), source)
