@@ -63,7 +63,10 @@ def test_export_measures_on_the_runs_validation_images_by_default(short_run, tmp
     assert q8["source"] == f"{q8['images']} validation images of synthetic (run {short_run.name})"
     gate = info["default_dtype"]
     assert gate["checked"] and configured_dtype(tmp_path / "export") == gate["dtype"]["decoder_model_merged"]
-    assert q8["cider"] is not None and q8["fp32_cider"] > 0 and q8["cider_ratio"] == q8["cider"] / q8["fp32_cider"]
+    # CIDEr-D measured (validation rows have references); as a share of fp32's only where fp32's says something (a
+    # 6-step run's captions can score 0)
+    assert q8["cider"] is not None and q8["fp32_cider"] is not None
+    assert q8["cider_ratio"] == (q8["cider"] / q8["fp32_cider"] if q8["fp32_cider"] else None)
     assert agreement.passes(q8) == (gate["dtype"]["decoder_model_merged"] == "q8")
     assert "validation images of synthetic" in (tmp_path / "export" / "README.md").read_text()
 

@@ -1,9 +1,10 @@
 """The floor `bench` measures every runtime against: this machine's memory bandwidth and GEMM rates (measured with the
 threads the runtimes use), the model's FLOPs per stage, and from both the least time each stage can take.
 
-Per token >= decoder bytes / memory bandwidth (a multi-threaded copy); encoder and prefill >= their FLOPs / the GEMM
-rate of the dtype's arithmetic: the int8 GEMM rate (onnxruntime MatMulInteger, the kernel q8/int8/uint8 graphs run)
-for those dtypes, the fp32 GEMM rate for the rest (fp16 and 4-bit weights are computed in fp32 on a CPU). It knows
+Per token >= decoder bytes the session reads / memory bandwidth (a multi-threaded copy; q8's weights are float32 once
+loaded, so it reads fp32's bytes); encoder and prefill >= their FLOPs / the GEMM rate of the dtype's arithmetic: the
+int8 GEMM rate (onnxruntime MatMulInteger, the kernel int8/uint8 graphs run) for those dtypes, the fp32 GEMM rate for
+the rest (q8 computes in float32; fp16 and 4-bit weights are computed in fp32 on a CPU). It knows
 the architecture only through a model config; it runs no model.
 """
 
@@ -19,8 +20,10 @@ from distilvit.quantize.modes import Q8_RECIPE
 
 
 # dtypes that run MatMulInteger (dynamic quantization); every other dtype computes in float (q8 too when its recipe is
-# weight-only: MatMulNBits dequantizes the 8-bit weights and multiplies in fp32)
+# weight-only: stored-int8 turns its 8-bit weights into float32 when the session loads)
 INT8_DTYPES = ("int8", "uint8") + (("q8",) if Q8_RECIPE.startswith("dynamic") else ())
+# dtypes whose session holds float32 weights whatever the file stores: a decoded token reads fp32's bytes
+FLOAT32_IN_MEMORY = ("fp32",) + (("q8",) if Q8_RECIPE.startswith("stored") else ())
 
 
 def gemm_shape() -> tuple[int, int, int]:

@@ -82,7 +82,7 @@ def floor_section(report: dict) -> list[str]:
             source = "int8 GEMM GOP/s" if dtype in ("q8", "int8", "uint8") else "fp32 matmul FLOP/s"
             lines.append(f"| {label} | {dtype} | {ms:.1f} ms | {gflop:.1f} GFLOP / measured {source} |")
     for dtype, ms in floor["per_token_ms"].items():
-        lines.append(f"| per token | {dtype} | {ms:.1f} ms | decoder file bytes / measured bandwidth |")
+        lines.append(f"| per token | {dtype} | {ms:.1f} ms | decoder bytes read per token / measured bandwidth |")
     lines += ["", "How far each stage sits above its floor (below 1.0x would mean the floor is wrong, and is marked):", "",
               "| runtime | dtype | encoder | prefill | per token |", "|---|---|---|---|---|"]
 

@@ -120,5 +120,9 @@ def machine_and_model(merged: Path, export_dir: Path, ort_dtypes) -> dict:
 
 
 def decoder_bytes(export_dir: Path, dtype: str) -> int:
-    path = Path(export_dir) / C.onnx_file("decoder_model_merged", dtype)
+    """Bytes of decoder weights a decoded token reads: the dtype's file, or fp32's for a dtype whose weights the
+    session holds as float32 (floor.FLOAT32_IN_MEMORY: q8)."""
+    from distilvit.bench.floor import FLOAT32_IN_MEMORY
+
+    path = Path(export_dir) / C.onnx_file("decoder_model_merged", "fp32" if dtype in FLOAT32_IN_MEMORY else dtype)
     return path.stat().st_size
