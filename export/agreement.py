@@ -1,8 +1,8 @@
 """The ship gate: each quantized dtype's greedy captions against fp32's (onnxruntime, the export's own files) on
 images of the kind the model was trained on, and the rule that a dtype keeping fewer than MIN_DEFAULT_AGREEMENT of
 fp32's captions, or less than MIN_DEFAULT_CIDER_RATIO of fp32's CIDEr-D against the images' reference captions (where
-they have them: the run's validation images do, a folder does not), never becomes the export's default (the `transformers.js_config.dtype` its config.json names, which
-transformers.js and the demo load, and the card shows).
+they have them: the run's validation images do, a folder does not), never becomes the export's default (the
+`transformers.js_config.dtype` its config.json names, which transformers.js and the demo load, and the card shows).
 
 Images (`export --agreement-images`):
   N (default 16)  the first N images of the training run's validation split, loaded as training loaded them (the

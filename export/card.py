@@ -149,8 +149,9 @@ def write_card(folder: Path, source: Path, info: dict) -> None:
     gate = info.get("default_dtype") or {}
     if measured:
         agreement += (f"\n\nA dtype keeping less than {MIN_DEFAULT_AGREEMENT:.0%} of fp32's captions, or less than "
-                      f"{MIN_DEFAULT_CIDER_RATIO:.0%} of its CIDEr-D where the images have reference captions, is never "
-                      "the default above (`export --agreement-images`)." + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
+                      f"{MIN_DEFAULT_CIDER_RATIO:.0%} of its CIDEr-D where the images have reference captions, is "
+                      "never the default above (`export --agreement-images`)."
+                      + "".join(f"\n- {w}" for w in gate.get("warnings", [])))
     elif info.get("dtypes", ["fp32"]) != ["fp32"]:
         agreement = "- not measured (`--agreement-images 0`): the default dtype was not checked against fp32"
     agreement += _cpu_line(info)

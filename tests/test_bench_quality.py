@@ -15,7 +15,8 @@ from distilvit.cli import app
 def test_bench_quality_builds_and_compares_every_candidate(short_run, tmp_path):
     out = tmp_path / "quality.md"
     result = CliRunner().invoke(app, ["bench", "quality", str(short_run), "--recipes",
-                                      "fp32,stored-int8,weight-int8,dynamic-int8,dynamic-int8@no-vnni,dynamic-int8-pair-safe",
+                                      "fp32,stored-int8,weight-int8,dynamic-int8,dynamic-int8@no-vnni,"
+                                      "dynamic-int8-pair-safe",
                                       "--sample", "4", "--no-browser", "--workdir", str(tmp_path / "work"),
                                       "--output", str(out)])
     assert result.exit_code == 0, result.output

@@ -184,8 +184,8 @@ def test_onnxruntime_greedy_captions_against_pytorch(exports, pytorch_tokens, te
 @pytest.mark.parametrize("layout", ["pipeline", "llava"])
 def test_only_int8_depends_on_the_cpus_int8_kernels(exports, pytorch_tokens, test_images, tmp_path, layout):
     """q8 and uint8 compute the same on every CPU (q8 has no integer product, uint8's cannot saturate), int8 does not:
-    export_config.json says so, and int8's graphs computed as x86 without VNNI computes them (emulated here, whatever this CPU is) keep
-    the bound measured for that kernel path, while q8's, emulated the same way, give this CPU's captions exactly."""
+    export_config.json says so, and int8's graphs computed as x86 without VNNI computes them (emulated here, whatever
+    this CPU is) keep the bound measured for that kernel path, while q8's, emulated the same way, give this CPU's captions exactly."""
     from distilvit.pixels import decode_rgba, raw_tensor
 
     folder, info = exports[layout]

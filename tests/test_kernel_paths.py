@@ -120,8 +120,8 @@ def test_pair_safe_int8_computes_the_same_on_every_int8_kernel_path_and_int8_doe
 
 def test_a_weight_no_order_makes_safe_gets_7_bit_weights_in_pair_safe_int8():
     """Rows that all hold large same-signed weights (here: every weight positive, as a freshly initialised layer can
-    be) cannot be paired safely: pair-safe int8 quantizes that MatMul to 7 bits (-64..64: no pair can reach past 16 bits, and
-    it stays on the int8 kernels) and keeps full-range int8 for the rest; nothing in it can saturate."""
+    be) cannot be paired safely: pair-safe int8 quantizes that MatMul to 7 bits (-64..64: no pair can reach past 16
+    bits, and it stays on the int8 kernels) and keeps full-range int8 for the rest; nothing in it can saturate."""
     model = small_decoder_like()
     w1 = next(i for i in model.graph.initializer if i.name == "w1")
     w1.CopyFrom(numpy_helper.from_array(np.random.default_rng(1).uniform(0.9, 1.0, (16, 24)).astype(np.float32), "w1"))

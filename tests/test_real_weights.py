@@ -155,7 +155,8 @@ def full_vocab_export(real_run, tmp_path_factory) -> Path:
     """The real decoder still as pretrained (2 steps, every token of its vocabulary kept), exported with q8."""
     root = tmp_path_factory.mktemp("full-vocab")
     run, export = root / "run", root / "export"
-    run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", real_run["encoder"], "--dataset", "synthetic",
+    run_cli(["train", "--decoder-model", real_weights.REPO_ID, "--encoder-model", real_run["encoder"],
+             "--dataset", "synthetic",
              "--synthetic-size", 64, "--max-steps", 2, "--effective-batch-size", 4, "--per-device-train-batch-size", 4,
              "--full-vocab", "--eval-steps", 0, "--eval-sample", 4, "--test-sample", 4, "--output-dir", run],
             real_run["env"])

@@ -137,10 +137,11 @@ def prose_source(prose_model: Path) -> Path:
     return source
 
 
-def prose_fidelity(source: Path, workdir: Path, names: list[str], windows: int, window: int) -> dict:
+def prose_fidelity(source: Path, workdir: Path, names: list[str], windows: int,
+                   window: int) -> tuple[dict, dict[str, dict]]:
     """Text fidelity (distilvit/bench/text_fidelity.py) of every candidate but fp32 on `source` (a merged folder
-    without a caption vocabulary, `prose_source`), each against fp32's reading: name -> TextFidelity as a dict, plus
-    the prose's source and model under "_prose"."""
+    without a caption vocabulary, `prose_source`), each against fp32's reading: (what was read and by which model,
+    name -> TextFidelity as a dict)."""
     from distilvit.bench import text_fidelity
 
     fp32_dir = workdir / "prose-fp32"
@@ -148,17 +149,18 @@ def prose_fidelity(source: Path, workdir: Path, names: list[str], windows: int, 
     text = text_fidelity.prose(fp32_dir / "tokenizer.json", windows, window)
     log.info("prose: %d windows of %d tokens of %s, read by fp32", windows, window, text.source)
     reference = text_fidelity.read(fp32_dir, "fp32", text)
-    out = {"_prose": {"source": text.source, "model": str(source.resolve()), "windows": windows, "window": window}}
+    read = {"source": text.source, "model": str(source.resolve()), "windows": windows, "window": window}
+    results = {}
     for name in names:
         if name == "fp32":
             continue
         folder = workdir / "prose-candidates" / name
         build_candidate(fp32_dir, folder, name)
-        out[name] = text_fidelity.compare(text_fidelity.read(folder, SLOT, text), reference).as_dict()
-        log.info("prose, %s: top-1 %.1f%% of fp32's, perplexity x%.3f", name, 100 * out[name]["top1_agreement"],
-                 out[name]["perplexity_ratio"])
+        results[name] = text_fidelity.compare(text_fidelity.read(folder, SLOT, text), reference).as_dict()
+        log.info("prose, %s: top-1 %.1f%% of fp32's, perplexity x%.3f", name, 100 * results[name]["top1_agreement"],
+                 results[name]["perplexity_ratio"])
         shutil.rmtree(folder)  # a real decoder's candidate is hundreds of MB: one on disk at a time
-    return out
+    return read, results
 
 
 def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: int, images_dir: Path | None,
@@ -216,10 +218,10 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
             results[name]["chromium_wasm"] = row
     prose = None
     if prose_model is not None:
-        prose = prose_fidelity(prose_model, workdir, names, prose_windows, prose_window)
+        prose, read = prose_fidelity(prose_model, workdir, names, prose_windows, prose_window)
         for name in names:
-            results[name]["prose"] = prose.get(name)
-    return {"prose": prose["_prose"] if prose else None, "model": str(source.resolve()), "image_sets": {k: v.source for k, v in image_sets.items()},
+            results[name]["prose"] = read.get(name)
+    return {"prose": prose, "model": str(source.resolve()), "image_sets": {k: v.source for k, v in image_sets.items()},
             "recipes": names, "results": results, "examples": examples, "tokens": tokens, "repeats": repeats,
             "rounds": rounds, **stamp()}
 
