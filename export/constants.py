@@ -76,8 +76,9 @@ def onnx_file(graph: str, dtype: str) -> str:
     return f"{ONNX_DIR}/{graph}{DTYPE_SUFFIX[dtype]}.onnx"
 
 
-# The dtype a page gets when it names none: the first of these the export has (q8 is fastest on WebAssembly;
-# q4 runs ~5x slower there and is for WebGPU). Always written explicitly, so it names files that exist.
+# The dtype a page gets when it names none: the first of these the export has that the ship gate lets through (q8:
+# an 8-bit download that computes as fp32 does; int8 and uint8 are faster on WebAssembly's int8 kernels but quantize
+# activations; q4 is slow there and is for WebGPU). Always written explicitly, so it names files that exist.
 BROWSER_PREFERENCE = ("q8", "int8", "uint8", "fp16", "q4f16", "q4", "bnb4", "fp32")
 
 
