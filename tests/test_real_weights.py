@@ -177,5 +177,6 @@ def test_q8_reads_real_prose_as_the_fp32_graph_does(full_vocab_export):
     result = text_fidelity.compare(q8, fp32)
     assert result.fp32_perplexity < 100, result  # 26.6 measured; a random 49k-token decoder is in the tens of thousands
     assert not np.array_equal(q8.nll, fp32.nll)  # 8-bit weights: close, not identical
+    assert result.tokens == 1536 and result.continuations == 0  # none read: none counted as equal
     assert result.top1_agreement >= PROSE_MIN_TOP1, result
     assert abs(result.perplexity_ratio - 1) <= PROSE_MAX_PERPLEXITY_CHANGE, result

@@ -157,6 +157,7 @@ def compare(candidate: Reading, fp32: Reading) -> TextFidelity:
         prefill_positions=int(fp32.prefill_top1.size),
         prefill_top1_agreement=float((candidate.prefill_top1 == fp32.prefill_top1).mean()) if fp32.prefill_top1.size
         else float("nan"),
-        continuations_equal=sum(a == b for a, b in zip(candidate.continuations, fp32.continuations)),
-        continuations=len(fp32.continuations),
+        # empty continuations (read with continuation=0) are not compared: equal empty lists would say nothing
+        continuations_equal=sum(a == b for a, b in zip(candidate.continuations, fp32.continuations) if b),
+        continuations=sum(1 for b in fp32.continuations if b),
     )
