@@ -51,6 +51,8 @@ def _block_axes(model: onnx.ModelProto, skip_prefix: str) -> dict[str, int]:
         init = inits.get(name)
         if init is None or init.data_type != TensorProto.FLOAT or len(init.dims) < 2:
             continue
+        if node.op_type == "MatMul" and len(init.dims) != 2:  # a batched B reduces along its second-last axis
+            continue
         if int(np.prod(init.dims)) < MIN_ELEMENTS:
             continue
         if node.op_type == "Gather" and any(a.name == "axis" and a.i != 0 for a in node.attribute):
