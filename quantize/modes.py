@@ -15,8 +15,8 @@
     q4f16  q4, then fp16 for the rest
     bnb4   4-bit bitsandbytes-style (MatMulBnb4, nf4, block 64) for MatMul weights, int8 token lookups
 
-fp16 conversion with onnxconverter-common produced graphs onnxruntime refused (RMSNorm Cast nodes, DESIGN.md,
-2026-11, onnxruntime 1.32), hence onnxruntime's own converter. This module knows nothing about layouts or
+fp16 conversion with onnxconverter-common produced graphs onnxruntime refused (RMSNorm Cast nodes,
+measured 2026-11, onnxruntime 1.32), hence onnxruntime's own converter. This module knows nothing about layouts or
 which graph is which; `export/` decides where each result goes.
 """
 

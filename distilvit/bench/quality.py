@@ -94,12 +94,15 @@ def build_candidate(fp32_dir: Path, folder: Path, name: str) -> dict[str, int]:
 
 
 def score(tokens: list[list[int]], captions: list[str], fp32_tokens: list[list[int]], fp32_captions: list[str],
-          references: list[list[str]] | None) -> dict:
+          references: list[list[str]] | None, fp32_cider: float | None = None) -> dict:
+    """A candidate's captions against fp32's; `fp32_cider`: fp32's CIDEr-D against `references` when already scored
+    (one set of images, many candidates)."""
     from distilvit.metrics import caption_scores
 
     same = sum(a == b for a, b in zip(tokens, fp32_tokens))
     cider = caption_scores(captions, references)["cider"] if references else None
-    fp32_cider = caption_scores(fp32_captions, references)["cider"] if references else None
+    if references and fp32_cider is None:
+        fp32_cider = caption_scores(fp32_captions, references)["cider"]
     return {"agreement": same / len(tokens), "equal": same, "images": len(tokens), "cider_vs_references": cider,
             "cider_ratio": cider / fp32_cider if cider is not None and fp32_cider else None,
             "cider_vs_fp32": caption_scores(captions, [[c] for c in fp32_captions])["cider"]}
@@ -176,6 +179,7 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
     from distilvit.errors import UserError
     from distilvit.export import agreement
     from distilvit.export.ort_generate import OrtCaptioner
+    from distilvit.metrics import caption_scores
     from distilvit.provenance import stamp
 
     unknown = [n for n in names if n not in candidates()]
@@ -199,10 +203,11 @@ def run_bench_quality(model_dir: Path, workdir: Path, names: list[str], sample: 
         captions_of = {n: [c.strip() for c in tokenizer.batch_decode(t, skip_special_tokens=True)]
                        for n, t in tokens_of.items()}
         fp32_tokens, fp32_captions = tokens_of["fp32"], captions_of["fp32"]
+        fp32_cider = caption_scores(fp32_captions, images.references)["cider"] if images.references else None
         examples[set_name] = {"fp32": fp32_captions[:8]}
         for name in names:
             toks, caps = tokens_of[name], captions_of[name]
-            results[name][set_name] = score(toks, caps, fp32_tokens, fp32_captions, images.references)
+            results[name][set_name] = score(toks, caps, fp32_tokens, fp32_captions, images.references, fp32_cider)
             examples[set_name][name] = caps[:8]
             log.info("%s on %s: %d/%d captions equal to fp32", name, images.source,
                      results[name][set_name]["equal"], len(toks))
