@@ -22,8 +22,8 @@ import typer
 
 from distilvit.config import DEFAULT_PRESET, PRESETS, TrainConfig
 from distilvit.errors import UserError
-from distilvit.limits import (DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, MIN_DEFAULT_AGREEMENT, MIN_DEFAULT_CIDER_RATIO,
-                              PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE)
+from distilvit.limits import (DEFAULT_MAX_PIXELS, FP32_LOGITS_TOLERANCE, IMAGE_SUFFIXES, MIN_DEFAULT_AGREEMENT,
+                              MIN_DEFAULT_CIDER_RATIO, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE)
 from distilvit.quantize import Q8_RECIPE
 
 IMAGE_TYPES = " ".join(IMAGE_SUFFIXES)  # what a folder given to caption, parity, export and bench contributes
@@ -278,15 +278,19 @@ def caption(
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this (decoding takes 4 bytes per pixel; a small file can claim billions)."),
 ):
     _setup_logging()
-    from distilvit.modeling.caption import image_paths, load_captioner
+    from distilvit.modeling.caption import NO_CAPTION, image_paths, load_captioner
     from distilvit.training.device import inference_device
 
     paths = image_paths(images, max_image_pixels)  # every header checked before the model loads
     captioner = load_captioner(model_dir, device=inference_device(_value(device)))
     captioner.pixels.max_pixels = max_image_pixels
     batches = captioner.caption_batches(paths, max_new_tokens, num_beams, batch_size)  # decoded batch by batch
+    empty = 0
     for path, text in zip(paths, (text for batch in batches for text in batch)):
-        typer.echo(f"{path}\t{text}")
+        empty += not text
+        typer.echo(f"{path}\t{text or NO_CAPTION}")
+    if empty:
+        typer.echo(f"{empty} of {len(paths)} images got no caption: the model's first token was its end of text", err=True)
 
 
 @app.command(help=COMMANDS["evaluate"])
@@ -432,6 +436,7 @@ def verify_parity(
     fp32_end_to_end_min_match: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="The same for fp32 (default: --fp32-min-match)."),
     pixel_max_diff: float = typer.Option(PIXEL_MAX_TOLERANCE, min=0.0, help="Every image's pixels from a JavaScript runtime's own decoding, prepared for the model, must be within this max abs difference of Python's (normalised units)."),
     pixel_mean_diff: float = typer.Option(PIXEL_MEAN_TOLERANCE, min=0.0, help="... and within this mean abs difference."),
+    fp32_logits_diff: float = typer.Option(FP32_LOGITS_TOLERANCE, min=0.0, help="fp32's decoder logits at every step of PyTorch's captions (its tokens forced, through the runtime's own generate and KV cache) must be within this largest absolute difference of PyTorch's; other dtypes: their mean KL from PyTorch's within a bound per dtype, and q8 and fp16 weights within rounding of fp32's (docs/parity.md)."),
     update_card: bool = typer.Option(False, "--update-card", help="Add the summary table to the export's README.md."),
     max_image_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1, help="Refuse images with more pixels than this."),
 ):
@@ -447,7 +452,7 @@ def verify_parity(
             check_writable_file(path, "parity report")  # before the captions are made
     with collect_images(images, dataset, sample) as paths:
         targets = Targets(min_match, fp32_min_match, end_to_end_min_match, fp32_end_to_end_min_match, pixel_max_diff,
-                          pixel_mean_diff)
+                          pixel_mean_diff, fp32_logits_diff)
         result = run_parity(export_dir, paths, model, _split_values([dtype]), _split_values([runtime]), max_new_tokens,
                             max_image_pixels=max_image_pixels, targets=targets)
     typer.echo(parity_report.table(result))

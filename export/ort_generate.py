@@ -81,7 +81,46 @@ class OrtCaptioner:
 
     def generate(self, pixel_values: np.ndarray, max_new_tokens: int | None = None) -> Generation:
         max_new = max_new_tokens or self.gen.get("max_new_tokens") or 30
-        eos, bos = self.gen["eos_token_id"], self.gen["bos_token_id"]
+        eos = self.gen["eos_token_id"]
+        batch = pixel_values.shape[0]
+        tokens = [[] for _ in range(batch)]
+        done = np.zeros(batch, dtype=bool)
+        first_logits = None
+
+        def greedy(step: int, logits: np.ndarray) -> np.ndarray | None:
+            nonlocal first_logits
+            if first_logits is None:
+                first_logits = logits.copy()
+            logits[:, self.image_token] = -np.inf
+            nxt = logits.argmax(axis=-1)
+            for i in range(batch):
+                if not done[i]:
+                    if nxt[i] == eos:
+                        done[i] = True
+                    else:
+                        tokens[i].append(int(nxt[i]))
+            return None if done.all() or step + 1 == max_new else nxt
+
+        self._decode(pixel_values, greedy)
+        return Generation(tokens, first_logits)
+
+    def forced_logits(self, pixel_values: np.ndarray, forced: list[int]) -> np.ndarray:
+        """[len(forced), V]: the decoder's logits at each step of generating `forced` (one image), each step fed
+        the forced token rather than its own choice: teacher forcing through the same calls and KV cache as
+        `generate`, so every step can be compared with another runtime's at the same position."""
+        rows = []
+
+        def force(step: int, logits: np.ndarray) -> np.ndarray | None:
+            rows.append(logits[0].copy())
+            return None if step + 1 == len(forced) else np.array([forced[step]], dtype=np.int64)
+
+        self._decode(pixel_values[:1], force)
+        return np.stack(rows)
+
+    def _decode(self, pixel_values: np.ndarray, pick) -> None:
+        """The decoding loop: prefill over the image prefix + BOS, then one call per token with the KV cache.
+        `pick(step, logits [B, V] float32)` returns the next tokens [B], or None to stop."""
+        bos = self.gen["bos_token_id"]
         batch = pixel_values.shape[0]
         features = self.image_features(pixel_values)  # [B, N, D]
         past = self._empty_past(batch)
@@ -96,24 +135,13 @@ class OrtCaptioner:
             length = ids.shape[1]
             feeds = {C.INPUTS_EMBEDS: embeds, C.ATTENTION_MASK: np.ones((batch, length), dtype=np.int64),
                      C.POSITION_IDS: np.tile(np.arange(length, dtype=np.int64), (batch, 1))}
-        tokens = [[] for _ in range(batch)]
-        done = np.zeros(batch, dtype=bool)
-        first_logits = None
-        for step in range(max_new):
+        step = 0
+        while True:
             outputs = dec.run(None, {**feeds, **past})
-            logits = outputs[0][:, -1, :].astype(np.float32)  # [B, V]
-            if first_logits is None:
-                first_logits = logits.copy()
-            logits[:, self.image_token] = -np.inf
-            nxt = logits.argmax(axis=-1)
-            for i in range(batch):
-                if not done[i]:
-                    if nxt[i] == eos:
-                        done[i] = True
-                    else:
-                        tokens[i].append(int(nxt[i]))
-            if done.all():
-                break
+            nxt = pick(step, outputs[0][:, -1, :].astype(np.float32))  # [B, V]
+            if nxt is None:
+                return
+            step += 1
             past = dict(zip([n.replace("present.", "past_key_values.") for n in present_names], outputs[1:]))
             total = next(iter(past.values())).shape[2] + 1
             if self.layout == C.Layout.PIPELINE:
@@ -122,7 +150,6 @@ class OrtCaptioner:
                 embeds = self.sessions["embed_tokens"].run(None, {C.INPUT_IDS: nxt[:, None].astype(np.int64)})[0]
                 feeds = {C.INPUTS_EMBEDS: embeds, C.ATTENTION_MASK: np.ones((batch, total), dtype=np.int64),
                          C.POSITION_IDS: np.full((batch, 1), total - 1, dtype=np.int64)}
-        return Generation(tokens, first_logits)
 
 
 def time_caption(captioner: OrtCaptioner, pixel_values: np.ndarray, tokens: int = 20) -> dict[str, float]:

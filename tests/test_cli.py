@@ -135,7 +135,7 @@ def test_corrupt_image_to_caption(tmp_path, short_run):
 def test_caption_of_folders_is_the_caption_of_their_files(tmp_path, short_run):
     """A folder is its image files in name order (other files and subfolders left alone), decoded a batch at a time;
     the printed captions are those of the files named one by one, and of the PIL images in Python."""
-    from distilvit.modeling.caption import load_captioner, open_image
+    from distilvit.modeling.caption import NO_CAPTION, load_captioner, open_image
     from photos import write_variants
 
     variants = write_variants(tmp_path / "all")
@@ -154,8 +154,31 @@ def test_caption_of_folders_is_the_caption_of_their_files(tmp_path, short_run):
     assert by_folder.returncode == 0 and by_file.returncode == 0, (by_folder.stderr[-2000:], by_file.stderr[-2000:])
     captioner = load_captioner(short_run)
     expected = captioner.caption([open_image(p) for p in in_order + [lone]])
-    lines = [f"{p}\t{c}" for p, c in zip(in_order + [lone], expected)]
+    lines = [f"{p}\t{c or NO_CAPTION}" for p, c in zip(in_order + [lone], expected)]
     assert by_folder.stdout.splitlines() == by_file.stdout.splitlines() == lines
+
+
+def test_an_empty_caption_is_printed_as_a_message(tmp_path, short_run):
+    """A model whose first token is EOS (a copy of the short run's model allowed to generate only EOS, through its
+    caption vocabulary) captions "": `caption` prints the message in the caption column and counts such images."""
+    import json
+    import shutil
+
+    from distilvit.modeling.caption import NO_CAPTION, load_captioner, open_image
+    from photos import sample_files
+
+    model = tmp_path / "model"
+    shutil.copytree(short_run / "merged", model)
+    config = json.loads((model / "config.json").read_text())
+    eos = json.loads((model / "generation_config.json").read_text())["eos_token_id"]
+    config["caption_vocab"] = [eos] if isinstance(eos, int) else eos[:1]
+    (model / "config.json").write_text(json.dumps(config))
+    _, flower = sample_files()
+    assert load_captioner(model).caption([open_image(flower)]) == [""]  # the planted model does caption nothing
+    result = run_cli("caption", str(model), str(flower))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [f"{flower}\t{NO_CAPTION}"]
+    assert "1 of 1 images got no caption" in result.stderr
 
 
 def test_caption_prints_the_batches_before_a_file_damaged_past_its_header(tmp_path, short_run):

@@ -102,3 +102,37 @@ def test_the_pages_state_through_captions_a_device_switch_and_a_failed_load(shor
         wait_for(page, "document.getElementById('error').textContent.includes('did not load')", console, timeout=30_000)
         assert page.text_content("#status") != "Waiting for the model..."
         browser.close()
+
+
+def test_an_empty_caption_shows_a_message(short_q8_export, tmp_path):
+    """A caption of no words (the model's first token is EOS) is shown as a sentence saying so, never as nothing. The
+    planted model: a copy of the export whose generation_config.json suppresses every token but EOS (stock
+    transformers.js' SuppressTokensLogitsProcessor), so the page's own pipeline returns ""."""
+    import json
+
+    from playwright.sync_api import sync_playwright
+
+    export = tmp_path / "export"
+    shutil.copytree(short_q8_export, export)
+    gen_file = export / "generation_config.json"
+    gen = json.loads(gen_file.read_text())
+    vocab = json.loads((export / "config.json").read_text())["decoder"]["vocab_size"]
+    gen["suppress_tokens"] = [i for i in range(vocab) if i != gen["eos_token_id"]]
+    gen_file.write_text(json.dumps(gen))
+    process, url = start_serve(str(export))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+            page.goto(url)
+            wait_for(page, LOADED, console, arg="(WASM, ")
+            page.evaluate(GIVE_IMAGE, [None])
+            wait_for(page, CAPTIONED, console)
+            assert page.text_content("#caption") == "The model gave no caption for this image."
+            assert "no-caption" in page.get_attribute("#caption", "class")
+            assert page.is_hidden("#error"), page.text_content("#error")
+            browser.close()
+    finally:
+        process.terminate()

@@ -14,6 +14,9 @@ let loadFailed = null; // why the current model did not load (an image given the
 let inFlight = null; // the image being captioned: captioned again by the next worker if this one is replaced
 let previewUrl = null; // the shown image's object URL, released when the next image replaces it
 
+// What the page shows when the model's first token is its end of text (a caption of no words).
+const NO_CAPTION = 'The model gave no caption for this image.';
+
 function status(text) { $('status').textContent = text; }
 function showError(text) { $('error').textContent = text; $('error').hidden = !text; }
 
@@ -37,7 +40,9 @@ function onMessage({ data }) {
     if (data.id !== captionId) return;
     inFlight = null;
     $('progress').hidden = true;
-    $('caption').textContent = data.text;
+    const text = data.text.trim();
+    $('caption').textContent = text || NO_CAPTION; // never an empty line under the image
+    $('caption').classList.toggle('no-caption', !text);
     $('timing').textContent = `(caption ${Math.round(data.ms)} ms on ${runsOn}; model load ${(loadMs / 1000).toFixed(1)} s, once)`;
     status('');
   } else if (data.type === 'error') {
@@ -102,6 +107,7 @@ function caption(blob) {
   $('preview').src = previewUrl;
   $('result').hidden = false;
   $('caption').textContent = '';
+  $('caption').classList.remove('no-caption');
   $('timing').textContent = '';
   if (!ready) {
     if (loadFailed) { showError(`The model did not load (${loadFailed}); choose another model, dtype or device.`); return; }

@@ -4,11 +4,15 @@
 //   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
 // Either way the graph composites, resizes and normalises them (the export's processor hands them over untouched).
 // window.parity(request) with request = {model, layout, dtype, device: 'wasm'|'webgpu', images: [urls],
-//   pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens} resolves to {load_ms, device, results: [{image, end_to_end,
-//   model, ms, pixels: {dims, uint8_base64} | null, error}]}. It knows nothing about PyTorch.
+//   pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens,
+//   forced: [[ids]] | null, watch: [ids], top} resolves to {load_ms, device, results: [{image, end_to_end, model, ms,
+//   pixels: {dims, uint8_base64} | null, error, logits: [{watch, top_ids, top_values}] | null}]}: `logits` are the
+//   decoder's at PyTorch's positions, its tokens forced at every step (forced_logits.mjs, served beside this page
+//   by distilvit/runtimes/browser.py). It knows nothing about PyTorch.
 import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '/vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
 import { decodeForModel, reductionSizeOf } from './decode.js';
+import { forcedRecorder } from '/forced_logits.mjs';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -75,7 +79,14 @@ window.parity = async (request) => {
       error = String(err?.message ?? err); // an image this browser cannot decode: reported, not fatal
     }
     const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
-    results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error });
+    let logits = null;
+    if (request.forced && request.pixel_values) {
+      const { processor: recorder, steps } = forcedRecorder(request.forced[i], request.watch, request.top);
+      await model.generate({ ...(await inputsFor(null, pixelSlice(i))), max_new_tokens: request.forced[i].length,
+                             do_sample: false, logits_processor: [recorder] });
+      logits = steps;
+    }
+    results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error, logits });
   }
   await model.dispose();
   return { load_ms: loadMs, device: request.device, results };

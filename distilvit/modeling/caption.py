@@ -23,6 +23,9 @@ from distilvit.modeling import caption_vocab
 from distilvit.modeling.prompt import prompt_ids
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, check_image, decode_rgba
 
+# What `caption` prints for an image whose first generated token is EOS (an empty caption is never shown as nothing;
+# the demo shows the same sentence, web-demo/app.js).
+NO_CAPTION = "(the model gave no caption for this image)"
 MERGED_DIR = "merged"
 
 

@@ -72,7 +72,8 @@ def page_for(export_dir: Path, device: str, files: dict[str, Path], page_name: s
                 def route(r):
                     path = r.request.url[len(origin):] if r.request.url.startswith(origin) else None
                     if path in files:
-                        mime = mimetypes.guess_type(files[path].name)[0] or "application/octet-stream"
+                        mime = ("text/javascript" if path.endswith(".mjs") else
+                                mimetypes.guess_type(files[path].name)[0] or "application/octet-stream")
                         return r.fulfill(status=200, body=files[path].read_bytes(), content_type=mime)
                     return r.continue_() if path is not None else r.abort()
 
@@ -94,17 +95,19 @@ def page_for(export_dir: Path, device: str, files: dict[str, Path], page_name: s
 
 
 def run_parity(export_dir: Path, layout: str, dtype: str, runtime: str, images: list[Path], pixel_values,
-               max_new_tokens: int, timeout_s: float = 900) -> dict:
-    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms}]} from Chromium.
-    `pixel_values`: None, or per image {dims, uint8_base64} (distilvit.verify.parity.pixel_payload)."""
+               max_new_tokens: int, forcing: dict | None = None, timeout_s: float = 900) -> dict:
+    """{load_ms, device, results: [{image, end_to_end: ids, model: ids | None, ms, logits}]} from Chromium.
+    `pixel_values`: None, or per image {dims, uint8_base64} (distilvit.verify.parity.pixel_payload); `forcing`:
+    None, or {forced, watch, top} for teacher-forced logits (js/forced_logits.mjs, served to the page)."""
     if runtime not in DEVICES:
         raise ValueError(f"unknown browser runtime {runtime!r}")
     device = DEVICES[runtime]
     files = {f"/parity-images/{i}{Path(p).suffix}": Path(p) for i, p in enumerate(images)}
+    files["/forced_logits.mjs"] = Path(__file__).parent / "js" / "forced_logits.mjs"
     with page_for(export_dir, device, files, "parity.html", "window.parityReady === true") as (page, model):
-        request = {"model": model, "layout": layout, "dtype": dtype, "device": device, "images": list(files),
-                   "max_new_tokens": max_new_tokens,
-                   "pixel_values": pixel_values}
+        request = {"model": model, "layout": layout, "dtype": dtype, "device": device, "images": list(files)[:-1],
+                   "max_new_tokens": max_new_tokens, "pixel_values": pixel_values, "forced": None,
+                   **(forcing or {})}
         page.set_default_timeout(timeout_s * 1000)
         return page.evaluate("request => window.parity(request)", request)
 

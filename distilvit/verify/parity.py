@@ -34,7 +34,9 @@ from distilvit.modeling.caption import load_captioner
 from distilvit.modeling.prompt import prompt_ids
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
 from distilvit.provenance import stamp
+from distilvit.verify.logits import ForcedReference, compare as compare_logits, report as report_logits, watch_ids
 from distilvit.verify.targets import Targets, suspect_graph
+from distilvit.verify.weights import compare_weights
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("onnxruntime", "transformers.js", "chromium-wasm", "chromium-webgpu")
@@ -51,6 +53,9 @@ class Reference:
     captions: list[str]
     features: np.ndarray  # [B, N, D]
     first_logits: np.ndarray  # [B, V]
+    forced: ForcedReference  # PyTorch's logits at every step of its captions (verify.logits)
+    embed_ids: np.ndarray  # [1, T] the prompt's and the captions' token ids
+    embeddings: np.ndarray  # [1, T, D] their embeddings (the llava layout's embed_tokens graph computes them)
 
 
 def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
@@ -72,8 +77,31 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
         logits = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids)).logits[:, -1, :]
         logits = caption_vocab.mask_logits(logits, caption_vocab.of(model.config))  # as generation sees them
     captions = [c.strip() for c in captioner.processor.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    forced = forced_reference(model, ids[:1], pixels, tokens, max_new_tokens)
+    embed_ids = torch.tensor([sorted({int(i) for i in ids[0]} | {t for steps in forced.forced for t in steps})])
+    with torch.no_grad():
+        embeddings = model.get_input_embeddings()(embed_ids)
     return (Reference(list(images), [r.numpy() for r in raw], pixels.numpy(), captioner.pixels, tokens, captions,
-                      features.numpy(), logits.numpy()), captioner)
+                      features.numpy(), logits.numpy(), forced, embed_ids.numpy(), embeddings.numpy()), captioner)
+
+
+def forced_reference(model, prompt: torch.Tensor, pixels: torch.Tensor, tokens: list[list[int]],
+                     max_new_tokens: int) -> ForcedReference:
+    """PyTorch's logits at every step of its own captions, one forward per image over the prompt and the caption:
+    the steps are those of generation (a caption that stopped early: one more step, the one that chose EOS)."""
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, int) else eos[0]
+    vocab = caption_vocab.of(model.config)
+    forced, rows = [], []
+    with torch.no_grad():
+        for i, caption in enumerate(tokens):
+            steps = caption + [eos] if len(caption) < max_new_tokens else caption
+            ids = torch.cat([prompt, torch.tensor([steps[:-1]], dtype=prompt.dtype)], dim=1)
+            logits = model(input_ids=ids, pixel_values=pixels[i : i + 1], attention_mask=torch.ones_like(ids)).logits
+            logits = caption_vocab.mask_logits(logits[0, prompt.shape[1] - 1 :], vocab)
+            forced.append(steps)
+            rows.append(logits.float().numpy())
+    return ForcedReference(forced, rows, watch_ids(rows, forced, vocab))
 
 
 def compare_tokens(reference: Reference, tokens: list[list[int] | None], captions: list[str],
@@ -135,14 +163,21 @@ def check_onnxruntime(export_dir: Path, dtype: str, reference: Reference, tokeni
         latencies.append((time.perf_counter() - t0) * 1e3)
     features = np.concatenate([runtime.image_features(raw) for raw in reference.raw])
     first_logits = np.concatenate([runtime.generate(raw, 1).first_logits for raw in reference.raw])
+    forced = [report_logits(runtime.forced_logits(raw, steps), reference.forced.watch)
+              for raw, steps in zip(reference.raw, reference.forced.forced)]
     captions = [c.strip() for c in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     graphs = C.GRAPHS[runtime.layout]
+    outputs = {graphs[0]: {"image_features": _diff(reference.features, features)}}
+    if "embed_tokens" in runtime.sessions:
+        embedded = runtime.sessions["embed_tokens"].run(None, {C.INPUT_IDS: reference.embed_ids})[0]
+        outputs["embed_tokens"] = {"token_embeddings": _diff(reference.embeddings, embedded)}
+    outputs["decoder_model_merged"] = {"first_step_logits": _diff(reference.first_logits, first_logits)}
     result = {
         "model": compare_tokens(reference, tokens, captions),
         "end_to_end": None,  # onnxruntime is fed by the same Python decoding: identical to model parity
         "pixels": None,
-        "graphs": {graphs[0]: {"image_features": _diff(reference.features, features)},
-                   "decoder_model_merged": {"first_step_logits": _diff(reference.first_logits, first_logits)}},
+        "graphs": outputs,
+        "logits": compare_logits(reference.forced, forced, [p.name for p in reference.images]),
         "captions": captions,
         "load_ms": load_ms,
         "median_caption_ms": statistics.median(latencies),
@@ -157,7 +192,7 @@ def check_transformers_js(export_dir: Path, layout: str, dtype: str, reference: 
 
     request = {"model_dir": str(export_dir.resolve()), "layout": layout, "dtype": dtype,
                "images": [str(p.resolve()) for p in reference.images], "max_new_tokens": max_new_tokens,
-               "pixel_values": pixel_payload(reference.raw)}
+               "pixel_values": pixel_payload(reference.raw), **reference.forced.request()}
     return _token_entry(node_runtime.run_script("parity.mjs", request), reference, tokenizer, targets)
 
 
@@ -166,7 +201,8 @@ def check_browser(export_dir: Path, runtime: str, layout: str, dtype: str, refer
     """Stock transformers.js in real Chromium (WebAssembly or WebGPU), model and end-to-end parity."""
     from distilvit.runtimes.browser import run_parity
 
-    out = run_parity(export_dir, layout, dtype, runtime, reference.images, pixel_payload(reference.raw), max_new_tokens)
+    out = run_parity(export_dir, layout, dtype, runtime, reference.images, pixel_payload(reference.raw), max_new_tokens,
+                     reference.forced.request())
     return _token_entry(out, reference, tokenizer, targets)
 
 
@@ -192,6 +228,8 @@ def _token_entry(out: dict, reference: Reference, tokenizer, targets: "Targets")
         "pixels": compare_pixels(reference, [r.get("pixels") for r in results], errors, targets.pixel_max,
                                  targets.pixel_mean),
         "graphs": None,  # the same files as onnxruntime; their outputs are compared there
+        "logits": compare_logits(reference.forced, [r.get("logits") for r in results],
+                                 [p.name for p in reference.images]),
         "captions": decode(e2e_tokens),
         "load_ms": out["load_ms"],
         "median_caption_ms": statistics.median(times) if times else None,
@@ -253,7 +291,11 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
 
     reference, captioner = pytorch_reference(model_dir, images, max_new, max_image_pixels)
     tokenizer = captioner.processor.tokenizer
-    entries = []
+    informative = captions_informative(reference.captions)
+    if not informative["informative"]:
+        log.warning("parity: PyTorch's captions %s: caption matches are not counted as evidence; the logits "
+                    "and pixels checks carry the verdict", informative["why"])
+    entries, weights = [], {}
     for runtime in runtimes:
         for dtype in dtypes:
             log.info("parity: %s %s", runtime, dtype)
@@ -263,11 +305,19 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
                 entry = check_transformers_js(export_dir, layout, dtype, reference, tokenizer, max_new, targets)
             else:
                 entry = check_browser(export_dir, runtime, layout, dtype, reference, tokenizer, max_new, targets)
-            entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype))
+            if dtype not in weights:
+                weights[dtype] = compare_weights(export_dir, graphs, dtype)
+            entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype),
+                         weights=weights[dtype])
             entry["checks"] = targets.checks(entry)
-            entry["passed"] = all(c["passed"] for c in entry["checks"].values())
-            entry["suspect_graph"] = suspect_graph(entry) if dtype == "fp32" else None
+            entry["verdict_from"] = verdict_from(entry, informative)
+            entry["passed"] = all(c["passed"] for c in entry["checks"].values()) and bool(entry["verdict_from"])
+            entry["suspect_graph"] = suspect_graph(entry) if not entry["passed"] else None
             entries.append(entry)
+    for entry in entries:  # JavaScript rows run the same files: onnxruntime's row of the dtype names the graph
+        if not entry["passed"] and entry["suspect_graph"] is None:
+            entry["suspect_graph"] = next((e["suspect_graph"] for e in entries if e["dtype"] == entry["dtype"]
+                                           and e["runtime"] == "onnxruntime" and e["suspect_graph"]), None)
     return {
         "export": str(export_dir.resolve()),
         "model": str(model_dir.resolve()),
@@ -275,12 +325,43 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
         "images": [str(p) for p in images],
         "max_new_tokens": max_new,
         "pytorch_captions": reference.captions,
+        "captions_informative": informative,
         "results": entries,
         "passed": all(e["passed"] for e in entries),
         "cpu_dependent_dtypes": {d: n for d, n in (export_info.get("cpu_dependent_dtypes") or {}).items()
                                  if d in dtypes},
         **stamp(),  # the CPU's instruction sets among them: quantized dtypes' captions can depend on them
     }
+
+
+def captions_informative(captions: list[str]) -> dict:
+    """Whether matching PyTorch's captions says anything: not when every caption is empty, or all are the same
+    (a model that says one thing whatever it sees; any damage that keeps that one caption passes)."""
+    empty = sum(1 for c in captions if not c)
+    distinct = len({c for c in captions if c})
+    if not captions or empty == len(captions):
+        why = "are all empty"
+    elif distinct == 1 and len(captions) > 1:
+        why = f"are all {next(c for c in captions if c)!r}" + (f" or empty ({empty})" if empty else "")
+    else:
+        why = None
+    return {"informative": why is None, "why": why, "empty": empty, "distinct": distinct}
+
+
+def verdict_from(entry: dict, informative: dict) -> list[str]:
+    """The checks whose pass means something here: captions only when PyTorch's captions are informative; the
+    teacher-forced logits whenever steps were compared; weights where compared; pixels where measured."""
+    checks = entry["checks"]
+    out = []
+    if informative["informative"]:
+        out.append("captions")
+    if (entry.get("logits") or {}).get("steps"):
+        out.append("logits")
+    if "weights" in checks:
+        out.append("weights")
+    if "pixels" in checks and checks["pixels"]["value"]["max_abs_diff"] is not None:
+        out.append("pixels")
+    return out
 
 
 def _checked_request(export_dir: Path, images: list[Path], model_dir: Path | None, dtypes: list[str] | None,

@@ -39,9 +39,17 @@ def _status(entry: dict) -> str:
         if name == "pixels":
             missed.append(f"pixels of {len(check['missed'])} image(s) over {check['target']['max_abs_diff']:g}/"
                           f"{check['target']['mean_abs_diff']:g}")
+        elif name == "logits":
+            label = "logits max diff" if check["measure"] == "max_abs_diff" else "logits KL"
+            missed.append(f"{label} {_num(check['value'])} > {check['target']:g}" if check["value"] is not None
+                          else "no logits compared")
+        elif name == "weights":
+            missed.append(f"weights not fp32's rounded in {', '.join(check['missed'])}")
         else:
             label = "model" if name == "model_match" else "end-to-end"
             missed.append(f"{label} {_pct(check['value'])} < {_pct(check['target'])}")
+    if not missed and not entry.get("verdict_from", ["captions"]):
+        missed.append("nothing informative compared")
     return "ok" if not missed else "FAIL (" + "; ".join(missed) + ")"
 
 
@@ -50,7 +58,7 @@ def rows(report: dict) -> list[list[str]]:
     for e in report["results"]:
         graphs = e.get("graphs") or {}
         feats = next((v["image_features"] for v in graphs.values() if "image_features" in v), None)
-        logits = graphs.get("decoder_model_merged", {}).get("first_step_logits") if graphs else None
+        logits = e.get("logits") or {}
         div = e["model"]["first_divergence"]
         out.append([
             e["runtime"], e["dtype"],
@@ -59,15 +67,17 @@ def rows(report: dict) -> list[list[str]]:
             "-" if div is None else f"{div['image']}@{div['position']}",
             _num(e["model"]["bleu4_vs_pytorch"], "{:.3f}"), _num(e["model"]["cider_vs_pytorch"], "{:.2f}"),
             _pixels(e.get("pixels")),
-            _num(feats and feats["max_abs_diff"]), _num(logits and logits["max_abs_diff"]),
+            _num(feats and feats["max_abs_diff"]), _num(logits.get("max_abs_diff")), _num(logits.get("kl_mean")),
             f"{sum(e['sizes_bytes'].values()) / 1e6:.1f}", f"{e['load_ms']:.0f}", _num(e["median_caption_ms"], "{:.0f}"),
+            ", ".join(e.get("verdict_from") or []) or "-",
             _status(e) + (f", suspect {e['suspect_graph']}" if e.get("suspect_graph") else ""),
         ])
     return out
 
 
 HEADER = ["runtime", "dtype", "match (model)", "match (end-to-end)", "tokens", "first divergence", "BLEU-4",
-          "CIDEr-D", "pixels max/mean diff", "features max diff", "logits max diff", "MB", "load ms", "caption ms", "status"]
+          "CIDEr-D", "pixels max/mean diff", "features max diff", "logits max diff", "logits KL", "MB", "load ms",
+          "caption ms", "verdict from", "status"]
 
 
 def table(report: dict) -> str:
@@ -94,6 +104,11 @@ def markdown(report: dict) -> str:
              f"**{'passed' if report['passed'] else 'FAILED'}**.", "",
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows(report)]
+    informative = report.get("captions_informative") or {"informative": True}
+    if not informative["informative"]:
+        lines += ["", f"PyTorch's captions {informative['why']}: a runtime matching them says little, so caption "
+                  "matches are not counted as evidence here; the teacher-forced logits (and the weights and pixels "
+                  "where compared) carry the verdict."]
     dependent = report.get("cpu_dependent_dtypes") or {}
     if dependent:
         lines += ["", f"{', '.join(dependent)}: full-range int8 weights, whose integer products can saturate on x86 "

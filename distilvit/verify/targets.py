@@ -5,24 +5,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distilvit.limits import PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
+from distilvit.limits import FP32_LOGITS_TOLERANCE, PIXEL_MAX_TOLERANCE, PIXEL_MEAN_TOLERANCE
 
 
 # Graph outputs of fp32 farther than this from PyTorch point at a broken graph (validated exports are ~1e-5).
 FP32_GRAPH_TOLERANCE = 1e-2
+# A quantized dtype's mean KL(PyTorch fp32 || dtype) per teacher-forced step: a bound on how far its rounding may
+# move the distribution, from the worst sound export measured (docs/parity.md) with margin. It catches a graph that
+# computes something else; a damaged weight within rounding's reach is the weights check's (verify.weights).
+QUANTIZED_KL_BOUND = {"fp16": 1e-3, "q8": 0.05, "int8": 2.0, "uint8": 2.0, "q4": 2.0, "q4f16": 2.0, "bnb4": 2.0}
 
 
 @dataclass(frozen=True)
 class Targets:
     """What a (runtime, dtype) row must reach to pass: caption exact match with the same pixels (model) and with
-    the runtime's own decoding (end to end; None: the model thresholds), and every image's pixels within the
-    same-pixels target. fp32 has its own match thresholds (1.0: an export must say what PyTorch says)."""
+    the runtime's own decoding (end to end; None: the model thresholds), every image's pixels within the
+    same-pixels target, the teacher-forced logits (fp32: within `fp32_logits_tolerance` of PyTorch's; other dtypes:
+    mean KL within QUANTIZED_KL_BOUND) and, for q8 and fp16, weights that are fp32's rounded (verify.weights). fp32
+    has its own match thresholds (1.0: an export must say what PyTorch says)."""
     min_match: float = 0.0
     fp32_min_match: float = 1.0
     end_to_end_min_match: float | None = None
     fp32_end_to_end_min_match: float | None = None
     pixel_max: float = PIXEL_MAX_TOLERANCE
     pixel_mean: float = PIXEL_MEAN_TOLERANCE
+    fp32_logits_tolerance: float = FP32_LOGITS_TOLERANCE
 
     def checks(self, entry: dict) -> dict:
         """{check: {"value", "target", "passed"}} for the entry's model match, end-to-end match and pixels."""
@@ -35,6 +42,11 @@ class Targets:
         if entry.get("end_to_end"):
             value = entry["end_to_end"]["exact_match"]
             out["end_to_end_match"] = {"value": value, "target": e2e_min, "passed": value >= e2e_min}
+        out["logits"] = self.logits_check(entry)
+        weights = entry.get("weights")
+        if weights and not weights.get("skipped"):
+            out["weights"] = {"value": {"checked": weights["checked"], "off": len(weights["off"])}, "target": 0,
+                              "missed": weights["graphs_off"], "passed": not weights["off"]}
         pixels = entry.get("pixels")
         if pixels:
             missed = [r["image"] for r in pixels["images"] if r["image"] not in pixels["within_target"]]
@@ -43,8 +55,26 @@ class Targets:
         return out
 
 
+    def logits_check(self, entry: dict) -> dict:
+        """fp32: the largest logit difference within FP32_LOGITS_TOLERANCE; a quantized dtype: the mean KL within
+        its QUANTIZED_KL_BOUND. No logits reported (a runtime that could not run an image) is a failure."""
+        logits = entry.get("logits") or {}
+        fp32 = entry["dtype"] == "fp32"
+        key = "max_abs_diff" if fp32 else "kl_mean"
+        value = logits.get(key)
+        target = self.fp32_logits_tolerance if fp32 else QUANTIZED_KL_BOUND.get(entry["dtype"], 2.0)
+        passed = value is not None and value <= target and not logits.get("missing")
+        return {"value": value, "target": target, "measure": key, "passed": passed}
+
+
 def suspect_graph(entry: dict) -> str | None:
-    """The graph whose fp32 outputs are far from PyTorch's (image features first, then the decoder)."""
+    """The graph to look at: one whose weights are not fp32's rounded (any dtype), else, for fp32, the first whose
+    outputs are far from PyTorch's (image features, token embeddings, then the decoder)."""
+    weights = entry.get("weights") or {}
+    if weights.get("graphs_off"):
+        return weights["graphs_off"][0]
+    if entry["dtype"] != "fp32":
+        return None
     graphs = entry.get("graphs") or {}
     for graph, outputs in graphs.items():
         for diff in outputs.values():

@@ -3,12 +3,17 @@
 //   model:      the pixels Python decoded (distilvit.pixels) go straight to generate.
 // Either way the graph composites, resizes and normalises the pixels (the export's processor hands them over).
 // Input (stdin, JSON): {model_dir, layout, dtype, images: [paths],
-//                       pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens}
+//                       pixel_values: [{dims: [1, C, H, W], uint8_base64}] (one per image) | null, max_new_tokens,
+//                       forced: [[ids]] (one per image) | null, watch: [ids], top}
 // Output (stdout, JSON): {load_ms, results: [{image, end_to_end: [ids] | null, model: [ids] | null, ms,
-//                          pixels: {dims, uint8_base64} | null, error: string | null}]}
+//                          pixels: {dims, uint8_base64} | null, error: string | null,
+//                          logits: [{watch, top_ids, top_values}] (per step, teacher forced) | null}]}
+// With `forced`, each image is also run with the pixels Python decoded and PyTorch's tokens forced at every step
+// (forced_logits.mjs): the decoder's logits at PyTorch's positions.
 import { readFileSync } from 'node:fs';
 import { AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '@huggingface/transformers';
 import { useLocalModel } from './offline.mjs';
+import { forcedRecorder } from './forced_logits.mjs';
 
 const request = JSON.parse(readFileSync(0, 'utf8'));
 const modelId = useLocalModel(request.model_dir);
@@ -65,6 +70,13 @@ for (let i = 0; i < request.images.length; i++) {
     error = String(err?.message ?? err); // e.g. an image this runtime cannot decode: reported, not fatal
   }
   const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
-  results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error });
+  let logits = null;
+  if (request.forced && request.pixel_values) {
+    const { processor: recorder, steps } = forcedRecorder(request.forced[i], request.watch, request.top);
+    await model.generate({ ...(await inputsFor(null, pixelSlice(i))), max_new_tokens: request.forced[i].length,
+                           do_sample: false, logits_processor: [recorder] });
+    logits = steps;
+  }
+  results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error, logits });
 }
 process.stdout.write(JSON.stringify({ load_ms: loadMs, results }));
