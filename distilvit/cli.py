@@ -50,7 +50,7 @@ COMMANDS = {
     "quickstart": "Run every stage offline on the embedded default: train the tiny preset, export, verify parity, serve.",
     "train": "Train the captioner (frozen SigLIP + projector + LoRA on a Llama decoder) and merge it.",
     "merge": "Merge a training run's LoRA adapter into a standalone model folder.",
-    "caption": "Caption image files and folders with a merged model (PyTorch): one PATH<TAB>CAPTION line per image, printed batch by batch.",
+    "caption": "Caption image files and folders with a merged model (PyTorch): one PATH<TAB>CAPTION line per image, printed batch by batch; an empty caption is printed as (the model gave no caption for this image).",
     "evaluate": "Score a merged model on a dataset split: BLEU-4, ROUGE-L, CIDEr-D and exact match.",
     "export": "Export a merged model (or a run) to ONNX with a KV cache, quantize it, and write a transformers.js repo.",
     "serve": "Serve web-demo/ and exports on this machine; caption images in a browser, offline.",
@@ -290,7 +290,7 @@ def caption(
         empty += not text
         typer.echo(f"{path}\t{text or NO_CAPTION}")
     if empty:
-        typer.echo(f"{empty} of {len(paths)} images got no caption: the model's first token was its end of text", err=True)
+        typer.echo(f"{empty} of {len(paths)} images got no caption: the model gave no words for them", err=True)
 
 
 @app.command(help=COMMANDS["evaluate"])

@@ -191,6 +191,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
         validation, timings, slimmed = _export_graphs(model, layout, tmp, source, pixels, slim)
         quantize_timings, cpu_dependent, integer = _quantize_graphs(tmp, graphs, plan)
         timings.update(quantize_timings)
+        rounding = _check_rounding(tmp, graphs, plan.dtypes)
         external = {Path(C.onnx_file(g, d)).name for g in graphs for d in C.DTYPE_SUFFIX
                     if (tmp / (C.onnx_file(g, d) + "_data")).exists()}
         dtype_config = default_dtypes(list(graphs), plan.dtypes, plan.mix)  # always files that exist
@@ -218,6 +219,7 @@ def export_model(model_dir: Path, output: Path, layout: str = "pipeline", quanti
             "caption_agreement_with_fp32": agreements,
             "cpu_dependent_dtypes": cpu_dependent,
             "integer_kernel_dtypes": integer,
+            "weights_within_rounding": rounding,
             "default_dtype": {"dtype": dtype_config, "gate": f">= {MIN_DEFAULT_AGREEMENT} of fp32's captions",
                               "checked": bool(agreements) or not measured, "warnings": warnings},
             "seconds": {**timings, "total": round(time.perf_counter() - started, 1)},
@@ -296,6 +298,22 @@ def _quantize_graphs(tmp: Path, graphs: tuple[str, ...], plan) -> tuple[dict[str
         if products:
             integer[dtype] = integer.get(dtype, 0) + products
     return timings, cpu_dependent, integer
+
+
+def _check_rounding(tmp: Path, graphs: tuple[str, ...], dtypes: list[str]) -> dict[str, int]:
+    """Every weight of each q8 and fp16 file is the fp32 file's, rounded (quantize/rounding.py); returns dtype ->
+    weights checked. A weight that is not is a quantizer bug: RuntimeError naming it (nothing is written)."""
+    from distilvit.quantize.rounding import CHECKED_DTYPES, compare_files
+
+    checked = {}
+    for dtype in (d for d in dtypes if d in CHECKED_DTYPES):
+        result = compare_files({g: (tmp / C.onnx_file(g, "fp32"), tmp / C.onnx_file(g, dtype)) for g in graphs}, dtype)
+        if result["off"]:
+            named = ", ".join(f"{o['graph']} {o['weight']} ({o['values_off']} values)" for o in result["off"][:5])
+            raise RuntimeError(f"the {dtype} files' weights are not the fp32 weights rounded: {named}. This is a bug "
+                               "in distilvit-web's quantizer; nothing was written. Please report it with the command.")
+        checked[dtype] = result["checked"]
+    return checked
 
 
 def _vocab_summary(model) -> dict | None:

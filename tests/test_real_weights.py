@@ -180,3 +180,40 @@ def test_q8_reads_real_prose_as_the_fp32_graph_does(full_vocab_export):
     assert result.tokens == 1536 and result.continuations == 0  # none read: none counted as equal
     assert result.top1_agreement >= PROSE_MIN_TOP1, result
     assert abs(result.perplexity_ratio - 1) <= PROSE_MAX_PERPLEXITY_CHANGE, result
+
+
+@needs_node
+def test_parity_holds_the_real_decoder_to_its_logits_and_weights(real_run, full_vocab_export, tmp_path):
+    """On the real decoder (fp32 logits up to ~20), the sound export passes `verify parity` on its teacher-forced
+    logits in onnxruntime and transformers.js (fp32 within the tolerance, q8 within its KL bound, q8's weights fp32's
+    rounded); one MLP matrix negated (fp32) or its 8-bit form negated (q8) fails it, naming the decoder. Two images
+    (a photograph and a drawn scene) keep the three runs short; fp32's sound parity on all of them is the test above."""
+    from damage import plant
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("china.jpg", "shapes-0.png"):
+        shutil.copy(real_run["images"] / name, images / name)
+
+    def verify(export: Path, runtimes: str, name: str) -> tuple[subprocess.CompletedProcess, dict]:
+        report = tmp_path / f"{name}.json"
+        result = subprocess.run(CLI + ["verify", "parity", str(export), "--images", str(images),
+                                       "--runtime", runtimes, "--report", str(report)],
+                                capture_output=True, text=True, env=real_run["env"], timeout=1200)
+        assert report.is_file(), result.stdout[-2000:] + result.stderr[-3000:]
+        return result, json.loads(report.read_text())
+
+    result, data = verify(full_vocab_export, "onnxruntime,transformers.js", "sound")
+    assert result.returncode == 0, result.stdout[-3000:]
+    for entry in data["results"]:
+        assert entry["logits"]["steps"] > len(data["images"]) and not entry["logits"]["missing"]
+        assert {"logits"} <= set(entry["verdict_from"]), entry
+    generation = json.loads((full_vocab_export / "generation_config.json").read_text())
+    for dtype in ("fp32", "q8"):
+        damaged = tmp_path / f"damaged-{dtype}"
+        shutil.copytree(full_vocab_export, damaged)
+        what = plant(damaged, "pipeline", dtype, "layers", generation["bos_token_id"], 0)
+        result, data = verify(damaged, "onnxruntime", f"damaged-{dtype}")
+        entry = next(e for e in data["results"] if e["dtype"] == dtype)
+        assert result.returncode == 1 and not entry["passed"], what
+        assert entry["suspect_graph"] == "decoder_model_merged", (what, entry["checks"])

@@ -36,7 +36,7 @@ from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_
 from distilvit.provenance import stamp
 from distilvit.verify.logits import ForcedReference, compare as compare_logits, report as report_logits, watch_ids
 from distilvit.verify.targets import Targets, suspect_graph
-from distilvit.verify.weights import compare_weights
+from distilvit.quantize.rounding import compare_files
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("onnxruntime", "transformers.js", "chromium-wasm", "chromium-webgpu")
@@ -306,7 +306,8 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
             else:
                 entry = check_browser(export_dir, runtime, layout, dtype, reference, tokenizer, max_new, targets)
             if dtype not in weights:
-                weights[dtype] = compare_weights(export_dir, graphs, dtype)
+                weights[dtype] = compare_files({g: (export_dir / C.onnx_file(g, "fp32"), export_dir / C.onnx_file(g, dtype))
+                                                for g in graphs}, dtype)
             entry.update(runtime=runtime, dtype=dtype, sizes_bytes=_sizes(export_dir, graphs, dtype),
                          weights=weights[dtype])
             entry["checks"] = targets.checks(entry)

@@ -6,8 +6,9 @@ catch it on every model. The rounding, though, is known exactly: q8 stores each 
 the scale it was rounded with (quantize/stored_int8.py), so every dequantized value lies within half a step of
 the fp32 value; fp16 casts each weight to the nearest float16. A weight outside that is damage, and its graph and
 name say where. The int8/uint8 (dynamic), q4 and bnb4 files are written by onnxruntime's own quantizers in
-their formats: they are not checked here (their logits distribution is, in verify.targets). This module knows
-nothing about images or runtimes.
+their formats: they are not checked here (their logits distribution is, by `verify parity`). Used by export (a
+quantizer that wrote wrong weights stops the export) and `verify parity` (a file damaged since). This module knows
+nothing about images, runtimes or export layouts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from distilvit.export import constants as C
 from distilvit.quantize.stored_int8 import SUFFIX, dequantize
 
 CHECKED_DTYPES = ("q8", "fp16")
@@ -67,18 +67,19 @@ def compare_graph(fp32_file: Path, quantized_file: Path) -> tuple[int, list[dict
     return checked, off
 
 
-def compare_weights(export_dir: Path, graphs: tuple[str, ...], dtype: str) -> dict:
-    """{checked, off: [{graph, weight, values_off, max_excess}], graphs_off, skipped} for one dtype of an export."""
+def compare_files(files: dict[str, tuple[Path, Path]], dtype: str) -> dict:
+    """{checked, off: [{graph, weight, values_off, max_excess}], graphs_off, skipped} for one dtype, given per graph
+    (its fp32 file, its `dtype` file); a graph whose files are missing is left out."""
     if dtype not in CHECKED_DTYPES:
         return {"checked": 0, "off": [], "graphs_off": [],
                 "skipped": f"{dtype} files are written by onnxruntime's quantizers; their weights are not compared"}
     checked, off = 0, []
-    for graph in graphs:
-        fp32, quantized = export_dir / C.onnx_file(graph, "fp32"), export_dir / C.onnx_file(graph, dtype)
+    for graph, (fp32, quantized) in files.items():
         if not (fp32.is_file() and quantized.is_file()):
             continue
         n, graph_off = compare_graph(fp32, quantized)
         checked += n
         off += [{"graph": graph, **o} for o in graph_off]
-    return {"checked": checked, "off": off, "graphs_off": sorted({o["graph"] for o in off}, key=graphs.index),
+    order = list(files)
+    return {"checked": checked, "off": off, "graphs_off": sorted({o["graph"] for o in off}, key=order.index),
             "skipped": None}
