@@ -144,7 +144,7 @@ class TrainConfig:
         return cls(**data)
 
 
-# Defaults per preset. `smollm-135m` is the recipe that trains the real model (DESIGN.md); `tiny` has no
+# Defaults per preset. `smollm-135m` is the recipe that trains the real model (docs/training.md); `tiny` has no
 # pretrained language prior, so it also trains its (untied) output head with larger learning rates: measured on
 # the synthetic shapes, LoRA + projector alone capped exact-match near 0.37, with the head >= 0.8. 4000 steps on
 # 16k images, keeping the checkpoint with the best validation exact match, gave 0.935-0.97 over 3 seeds where

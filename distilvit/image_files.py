@@ -4,8 +4,8 @@ images.
 
 Pillow keeps its limits in module globals. `PngImagePlugin.MAX_TEXT_CHUNK` (1 MB) refuses PNG files whose text
 chunks decompress to more: "Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK". Some of
-Mozilla/coco-gpt4o's PNG images carry such chunks (recorded by tarekziade/distilvit2's loader;
-shared/hub-facts/DATASETS.md), and they are valid images. `Image.MAX_IMAGE_PIXELS` refuses, inside `Image.open`,
+Mozilla/coco-gpt4o's PNG images carry such chunks (its Arrow files at huggingface.co/datasets/Mozilla/coco-gpt4o,
+commit 70f916d; tarekziade/distilvit2's loader raises the limit for them), and they are valid images. `Image.MAX_IMAGE_PIXELS` refuses, inside `Image.open`,
 images over twice its value before our own pixel limit (distilvit.pixels, --max-image-pixels) could see them.
 `pillow_limits` raises both while one of our decodes runs and puts Pillow's values back when the last one ends, so
 other code in the process keeps Pillow's defaults (they are visible to other threads in the meantime: Pillow has

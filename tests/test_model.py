@@ -1,4 +1,5 @@
-"""The captioner builder: a stock LLaVA with the DESIGN.md wiring, checked inputs, and two paths that agree."""
+"""The captioner builder: a stock LLaVA with the projector wiring of docs/architecture.md, checked inputs, and two
+paths that agree."""
 
 from __future__ import annotations
 

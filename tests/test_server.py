@@ -98,10 +98,6 @@ def test_folder_that_is_not_an_export_is_refused(tmp_path):
         build_site([tmp_path], vendor=tmp_path)
 
 
-def test_demo_page_is_in_the_checkout():
-    assert (DEMO_DIR / "index.html").is_file() and (DEMO_DIR / "worker.js").is_file()
-
-
 # --- limits: streaming, ranges, caching headers, the Host rule, timeouts, a broken export ---------------------
 
 def request(server, path, headers=None, method="GET"):

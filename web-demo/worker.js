@@ -18,7 +18,7 @@ env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = new URL('./models/', import.meta.url).pathname; // beside the page: a site under a subpath works
 env.useBrowserCache = true;
-// every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.6x slower, DESIGN.md).
+// every core: onnxruntime-web's default is half of them (one thread on a 2-core machine: 1.3-1.9x slower, docs/browser.md).
 // Threads need SharedArrayBuffer, which only a cross-origin isolated page has (COOP + COEP headers); elsewhere
 // WebAssembly runs on one thread, and the page says so (the 'ready' message carries what is used).
 const threads = self.crossOriginIsolated ? (self.navigator.hardwareConcurrency || 1) : 1;

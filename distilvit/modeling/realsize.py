@@ -49,7 +49,8 @@ ENCODER_ID = PRESETS["smollm-135m"]["encoder_model"]  # google/siglip-base-patch
 DECODER_ID = PRESETS["smollm-135m"]["decoder_model"]  # HuggingFaceTB/SmolLM-135M
 ENCODER_FILES = ("config.json", "preprocessor_config.json")
 DECODER_FILES = ("config.json", "generation_config.json", "special_tokens_map.json")
-# SmolLM's special tokens, ids 0..16 in this order (shared/hub-facts/TOKENIZERS.md, special_tokens_map.json).
+# SmolLM's special tokens, ids 0..16 in this order (its tokenizer.json's added_tokens and special_tokens_map.json,
+# huggingface.co/HuggingFaceTB/SmolLM-135M at 08113ae).
 SMOLLM_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<repo_name>", "<reponame>", "<file_sep>", "<filename>",
     "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>", "<jupyter_start>", "<jupyter_text>",
@@ -58,7 +59,7 @@ SMOLLM_SPECIAL_TOKENS = (
 
 
 def config_folder(repo_id: str) -> Path:
-    """The folder holding `repo_id`'s real config files (`org--name`, as in shared/hub-facts)."""
+    """The folder holding `repo_id`'s real config files (`org--name`, as the Hub cache names repositories)."""
     folder = CONFIG_ROOT / repo_id.replace("/", "--")
     if not folder.is_dir():
         raise FileNotFoundError(f"no real config files for {repo_id!r} under {CONFIG_ROOT}")
