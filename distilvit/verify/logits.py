@@ -8,8 +8,8 @@ likeliest tokens there and the forced ones) and its own TOP highest. `compare` t
 difference from PyTorch's logits, the KL divergence of the two distributions over the ids both reported, and how
 often the runtime's argmax is PyTorch's. verify.targets holds those to bounds per dtype. The distributions are
 over the reported ids only (with a caption vocabulary: all the ids the model can generate; without one, the few
-dozen that hold almost all of the probability), which is what decides greedy captions. This module knows nothing
-about runtimes or files.
+dozen that hold almost all of the probability), which is what decides greedy captions. `forced_reference` makes
+PyTorch's side from the model. This module knows nothing about runtimes or files.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from distilvit.modeling import caption_vocab
 
 WATCH_TOP = 16  # PyTorch's likeliest ids per step that every runtime reports
 RUNTIME_TOP = 8  # the runtime's own highest logits per step it reports as well
@@ -99,3 +102,22 @@ def compare(reference: ForcedReference, reported: list[list[dict] | None], names
         "top1_agreement": agree / steps if steps else None,
         "missing": missing,
     }
+
+
+def forced_reference(model, prompt: torch.Tensor, pixels: torch.Tensor, tokens: list[list[int]],
+                     max_new_tokens: int) -> ForcedReference:
+    """PyTorch's logits at every step of its own captions, one forward per image over the prompt and the caption:
+    the steps are those of generation (a caption that stopped early: one more step, the one that chose EOS)."""
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, int) else eos[0]
+    vocab = caption_vocab.of(model.config)
+    forced, rows = [], []
+    with torch.no_grad():
+        for i, caption in enumerate(tokens):
+            steps = caption + [eos] if len(caption) < max_new_tokens else caption
+            ids = torch.cat([prompt, torch.tensor([steps[:-1]], dtype=prompt.dtype)], dim=1)
+            logits = model(input_ids=ids, pixel_values=pixels[i : i + 1], attention_mask=torch.ones_like(ids)).logits
+            logits = caption_vocab.mask_logits(logits[0, prompt.shape[1] - 1 :], vocab)
+            forced.append(steps)
+            rows.append(logits.float().numpy())
+    return ForcedReference(forced, rows, watch_ids(rows, forced, vocab))

@@ -34,8 +34,9 @@ from distilvit.modeling.caption import load_captioner
 from distilvit.modeling.prompt import prompt_ids
 from distilvit.pixels import DEFAULT_MAX_PIXELS, PixelPreparer, reduction, rule_is_current
 from distilvit.provenance import stamp
-from distilvit.verify.logits import ForcedReference, compare as compare_logits, report as report_logits, watch_ids
-from distilvit.verify.targets import Targets, suspect_graph
+from distilvit.verify.logits import ForcedReference, forced_reference
+from distilvit.verify.logits import compare as compare_logits, report as report_logits
+from distilvit.verify.targets import Targets, captions_informative, suspect_graph, verdict_from
 from distilvit.quantize.rounding import compare_files
 
 log = logging.getLogger(__name__)
@@ -83,25 +84,6 @@ def pytorch_reference(model_dir: Path, images: list[Path], max_new_tokens: int,
         embeddings = model.get_input_embeddings()(embed_ids)
     return (Reference(list(images), [r.numpy() for r in raw], pixels.numpy(), captioner.pixels, tokens, captions,
                       features.numpy(), logits.numpy(), forced, embed_ids.numpy(), embeddings.numpy()), captioner)
-
-
-def forced_reference(model, prompt: torch.Tensor, pixels: torch.Tensor, tokens: list[list[int]],
-                     max_new_tokens: int) -> ForcedReference:
-    """PyTorch's logits at every step of its own captions, one forward per image over the prompt and the caption:
-    the steps are those of generation (a caption that stopped early: one more step, the one that chose EOS)."""
-    eos = model.generation_config.eos_token_id
-    eos = eos if isinstance(eos, int) else eos[0]
-    vocab = caption_vocab.of(model.config)
-    forced, rows = [], []
-    with torch.no_grad():
-        for i, caption in enumerate(tokens):
-            steps = caption + [eos] if len(caption) < max_new_tokens else caption
-            ids = torch.cat([prompt, torch.tensor([steps[:-1]], dtype=prompt.dtype)], dim=1)
-            logits = model(input_ids=ids, pixel_values=pixels[i : i + 1], attention_mask=torch.ones_like(ids)).logits
-            logits = caption_vocab.mask_logits(logits[0, prompt.shape[1] - 1 :], vocab)
-            forced.append(steps)
-            rows.append(logits.float().numpy())
-    return ForcedReference(forced, rows, watch_ids(rows, forced, vocab))
 
 
 def compare_tokens(reference: Reference, tokens: list[list[int] | None], captions: list[str],
@@ -333,36 +315,6 @@ def verify_parity(export_dir: Path, images: list[Path], model_dir: Path | None =
                                  if d in dtypes},
         **stamp(),  # the CPU's instruction sets among them: quantized dtypes' captions can depend on them
     }
-
-
-def captions_informative(captions: list[str]) -> dict:
-    """Whether matching PyTorch's captions says anything: not when every caption is empty, or all are the same
-    (a model that says one thing whatever it sees; any damage that keeps that one caption passes)."""
-    empty = sum(1 for c in captions if not c)
-    distinct = len({c for c in captions if c})
-    if not captions or empty == len(captions):
-        why = "are all empty"
-    elif distinct == 1 and len(captions) > 1:
-        why = f"are all {next(c for c in captions if c)!r}" + (f" or empty ({empty})" if empty else "")
-    else:
-        why = None
-    return {"informative": why is None, "why": why, "empty": empty, "distinct": distinct}
-
-
-def verdict_from(entry: dict, informative: dict) -> list[str]:
-    """The checks whose pass means something here: captions only when PyTorch's captions are informative; the
-    teacher-forced logits whenever steps were compared; weights where compared; pixels where measured."""
-    checks = entry["checks"]
-    out = []
-    if informative["informative"]:
-        out.append("captions")
-    if (entry.get("logits") or {}).get("steps"):
-        out.append("logits")
-    if "weights" in checks:
-        out.append("weights")
-    if "pixels" in checks and checks["pixels"]["value"]["max_abs_diff"] is not None:
-        out.append("pixels")
-    return out
 
 
 def _checked_request(export_dir: Path, images: list[Path], model_dir: Path | None, dtypes: list[str] | None,

@@ -84,3 +84,33 @@ def suspect_graph(entry: dict) -> str | None:
             if diff["max_abs_diff"] > FP32_GRAPH_TOLERANCE:
                 return graph
     return None
+
+
+def captions_informative(captions: list[str]) -> dict:
+    """Whether matching PyTorch's captions says anything: not when every caption is empty, or all are the same
+    (a model that says one thing whatever it sees; any damage that keeps that one caption passes)."""
+    empty = sum(1 for c in captions if not c)
+    distinct = len({c for c in captions if c})
+    if not captions or empty == len(captions):
+        why = "are all empty"
+    elif distinct == 1 and len(captions) > 1:
+        why = f"are all {next(c for c in captions if c)!r}" + (f" or empty ({empty})" if empty else "")
+    else:
+        why = None
+    return {"informative": why is None, "why": why, "empty": empty, "distinct": distinct}
+
+
+def verdict_from(entry: dict, informative: dict) -> list[str]:
+    """The checks whose pass means something here: captions only when PyTorch's captions are informative; the
+    teacher-forced logits whenever steps were compared; weights where compared; pixels where measured."""
+    checks = entry["checks"]
+    out = []
+    if informative["informative"]:
+        out.append("captions")
+    if (entry.get("logits") or {}).get("steps"):
+        out.append("logits")
+    if "weights" in checks:
+        out.append("weights")
+    if "pixels" in checks and checks["pixels"]["value"]["max_abs_diff"] is not None:
+        out.append("pixels")
+    return out
