@@ -161,7 +161,7 @@ def quickstart(
 
 @app.command(help=COMMANDS["train"])
 def train(
-    preset: Optional[Preset] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: captions in about half the time in the browser (0.46-0.6x measured), quality not yet compared) or 'tiny' (built from configs, trains offline on CPU)."),
+    preset: Optional[Preset] = typer.Option(None, help="Starting settings of a new run (default smollm-135m; a run being resumed keeps its own): 'smollm-135m' (SigLIP-base/16 + SmolLM-135M, 196 image tokens), 'smollm-135m-fast' (SigLIP 2 B/32-256 + SmolLM-135M, 64 image tokens: faster captions in the browser, quality not yet compared; docs/benchmarks.md) or 'tiny' (built from configs, trains offline on CPU)."),
     output_dir: Path = typer.Option(Path("runs/distilvit"), help="Run folder: checkpoints, adapter/, merged/, train_config.json."),
     dataset: Optional[list[str]] = typer.Option(None, help="'synthetic', 'flickr30k' ('flickr': Karpathy splits of Mozilla/flickr30k-transformed-captions-gpt4o), 'coco' (Mozilla/coco-gpt4o), any Hub dataset id (fetched with huggingface_hub, then read from the cache, also offline), or a local folder: a downloaded Hub repo (hf download ID --repo-type dataset --local-dir DIR), a save_to_disk folder, or images with metadata.jsonl/.csv (file_name, caption). Repeat or comma-separate to combine. Default: the preset's."),
     sample: Optional[int] = typer.Option(None, min=1, help="Train on at most N examples of the train split (a random subset drawn by --seed); the validation and test splits are capped by --eval-sample and --test-sample. Default: all."),
@@ -181,7 +181,7 @@ def train(
     head_lr: Optional[float] = typer.Option(None, help=f"Learning rate of the output head when trained (default {_default('head_lr')})."),
     vision_unfreeze_layers: Optional[int] = typer.Option(None, help=f"Train the last N vision layers too (default {_default('vision_unfreeze_layers')}; 0: encoder frozen)."),
     max_length: Optional[int] = typer.Option(None, help=f"Caption length in tokens (longer captions are cut; default {_default('max_length')})."),
-    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: measured 1.03x faster per caption in Chromium, a smaller download, the same captions as without it on a real SmolLM2's test images; a warning when it is a closed word list; docs/training.md), or every token of the decoder's vocabulary. Default: --caption-vocab."),
+    caption_vocab: Optional[bool] = typer.Option(None, "--caption-vocab/--full-vocab", help="Let the model generate only the tokens its training captions use (written to caption_vocab.json; PyTorch masks, stock transformers suppresses and the exported head computes only those: a smaller download and a faster head; a warning when it is a closed word list; docs/training.md has the measurements), or every token of the decoder's vocabulary. Default: --caption-vocab."),
     seed: Optional[int] = typer.Option(None, help="Random seed (data order, projector and LoRA init, synthetic data)."),
     save_steps: Optional[int] = typer.Option(None, help=f"Save a checkpoint every N steps (default {_default('save_steps')})."),
     num_proc: Optional[int] = typer.Option(None, help="Processes that check the images, once per dataset version (cached); default: one per core, up to 8."),
@@ -191,7 +191,7 @@ def train(
     max_grad_norm: Optional[float] = typer.Option(None, help=f"Clip the gradient norm to this (default {_default('max_grad_norm')}; 0: no clipping)."),
     device: Optional[Device] = typer.Option(None, help="auto (default: CUDA, else MPS, else CPU), cuda, mps or cpu."),
     precision: Optional[Precision] = typer.Option(None, help="auto (default: bf16 on GPUs that have it, else fp16; fp32 on MPS/CPU), bf16, fp16 or fp32."),
-    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass: less memory, slower steps (measured on an H100, bf16, batch 16: peak 4.09 vs 5.68 GiB, 44.3 vs 79.4 samples/s; docs/training.md)."),
+    gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute the language model's activations in the backward pass: less memory, slower steps (docs/training.md has the measurements)."),
     eval_steps: Optional[int] = typer.Option(None, help=f"Caption the validation split every N steps and keep the best checkpoint (0: never; default {_default('eval_steps')})."),
     eval_metric: Optional[EvalMetric] = typer.Option(None, help=f"Metric that picks the best checkpoint: cider, bleu4, rougeL or exact_match (default {_default('eval_metric')})."),
     early_stopping_patience: Optional[int] = typer.Option(None, help="Stop after N evaluations without improvement (0: never; the default)."),
