@@ -113,5 +113,6 @@ def plant(export: Path, layout: str, dtype: str, part: str, bos: int, other_toke
     else:
         values = -values
     target.CopyFrom(numpy_helper.from_array(values, target.name))
+    path.unlink()  # a new file: a copy made with hard links (copytree(copy_function=os.link)) keeps the original intact
     onnx.save(model, str(path))
     return f"{part}: {target.name} {list(values.shape)} in {path.name}"
